@@ -1,0 +1,4 @@
+//! Developer tasks for kosmos2-rs.
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}
