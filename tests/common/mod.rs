@@ -62,3 +62,62 @@ pub fn real_model_dir(test: &str) -> Option<PathBuf> {
 pub fn image_path(assets: &Path, name: &str) -> PathBuf {
     assets.join("images").join(name)
 }
+
+/// The result of comparing a computed tensor with its reference.
+#[derive(Debug, Clone, Copy)]
+pub struct Parity {
+    /// max |got - want|
+    pub max_abs: f64,
+    /// max |got - want| / max |want| (the error relative to the reference's scale)
+    pub max_rel: f64,
+}
+
+/// Compares `got` with `want`, element by element.
+///
+/// The relative error is `max|got - want| / max|want|`: elementwise relative
+/// errors are meaningless for entries near zero, so the reference's largest
+/// magnitude sets the scale. Panics on a length mismatch or a NaN.
+pub fn parity(got: &[f32], want: &[f32]) -> Parity {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let mut max_abs = 0f64;
+    let mut scale = 0f64;
+    for (&g, &w) in got.iter().zip(want) {
+        assert!(!g.is_nan(), "NaN in computed output");
+        max_abs = max_abs.max((g as f64 - w as f64).abs());
+        scale = scale.max((w as f64).abs());
+    }
+    Parity { max_abs, max_rel: max_abs / scale.max(f64::MIN_POSITIVE) }
+}
+
+/// Compares, records the row for `cargo xtask parity`, and asserts `max_rel <= tol`.
+pub fn assert_parity(component: &str, got: &[f32], want: &[f32], tol: f64) -> Parity {
+    let p = parity(got, want);
+    record_parity(component, p, tol);
+    assert!(
+        p.max_rel <= tol,
+        "{component}: max rel error {:.3e} (max abs {:.3e}) exceeds tolerance {tol:.1e}",
+        p.max_rel,
+        p.max_abs
+    );
+    p
+}
+
+/// Appends one row to the parity report when `KOSMOS2_PARITY_REPORT` names a
+/// file (set by `cargo xtask parity`). Rows are tab-separated:
+/// component, max_abs, max_rel, tolerance, pass.
+pub fn record_parity(component: &str, p: Parity, tol: f64) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("KOSMOS2_PARITY_REPORT") else {
+        return;
+    };
+    let line = format!(
+        "{component}\t{:e}\t{:e}\t{:e}\t{}\n",
+        p.max_abs,
+        p.max_rel,
+        tol,
+        p.max_rel <= tol
+    );
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
