@@ -75,6 +75,8 @@ def forward_reference(model, *, input_ids, attention_mask, labels, pixel_values=
     }
     if image_embeds_position_mask is not None:
         res["image_embeds_position_mask"] = image_embeds_position_mask
+    emb_pos = model.text_model.model.embed_positions
+    res["text.position_ids"] = emb_pos.create_position_ids_from_input_ids(input_ids, emb_pos.padding_idx, 0)
 
     n_text = model.config.text_config.layers
     hs = out.hidden_states
@@ -101,10 +103,10 @@ def forward_reference(model, *, input_ids, attention_mask, labels, pixel_values=
     if pixel_values is not None:
         io = out.image_outputs
         res["image_embeds"] = io.pooler_output
-        res["projection_attentions"] = io.projection_attentions
-        res["projection.input"] = st["projection.input"]
-        res["projection.dense"] = st["projection.dense"]
         if store_vision:
+            res["projection_attentions"] = io.projection_attentions
+            res["projection.input"] = st["projection.input"]
+            res["projection.dense"] = st["projection.dense"]
             res["pixel_values"] = pixel_values
             n_vis = model.config.vision_config.num_hidden_layers
             vhs = io.hidden_states

@@ -1,6 +1,26 @@
 """HF generate() cases for the tiny model fixtures, with the top-1/top-2 margin of every greedy step."""
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+
+class _Jitter(LogitsProcessor):
+    """Adds uniform noise of +-eps * max|finite score| per row: a beam result that survives it cannot be
+    flipped by numerical differences within the parity tolerance."""
+
+    def __init__(self, eps, seed):
+        self.eps = eps
+        self.g = torch.Generator().manual_seed(seed)
+
+    def __call__(self, input_ids, scores):
+        finite = torch.where(torch.isfinite(scores), scores, torch.zeros_like(scores))
+        scale = finite.abs().amax(dim=-1, keepdim=True)
+        noise = (torch.rand(scores.shape, generator=self.g, dtype=scores.dtype) * 2 - 1) * self.eps * scale
+        return scores + noise
+
+# beam cases: the result must survive JITTER_DRAWS runs with +-JITTER_EPS relative noise on the scores
+JITTER_EPS = 1e-4
+JITTER_DRAWS = 4
 
 DEFAULT_PARAMS = dict(
     max_new_tokens=20,
@@ -21,7 +41,7 @@ def rows_to_lists(t):
 
 
 @torch.no_grad()
-def run_case(model, name, inputs, pixel_values, params):
+def run_case(model, name, inputs, pixel_values, params, jitter=None):
     """inputs: dict of int64 tensors input_ids, attention_mask, image_embeds_position_mask (or None) and
     pixel_rows (list or None). Returns (case dict for JSON, processed scores tuple)."""
     p = dict(DEFAULT_PARAMS)
@@ -43,6 +63,8 @@ def run_case(model, name, inputs, pixel_values, params):
     )
     if p["min_new_tokens"]:
         kwargs["min_new_tokens"] = p["min_new_tokens"]
+    if jitter is not None:
+        kwargs["logits_processor"] = LogitsProcessorList([_Jitter(*jitter)])
     rows = inputs.get("pixel_rows")
     if rows is not None:
         kwargs["pixel_values"] = pixel_values[rows]
@@ -66,12 +88,18 @@ def run_case(model, name, inputs, pixel_values, params):
         case["min_margin"] = greedy_margin(seqs, out.scores, inputs["input_ids"].shape[1], p["eos_token_id"])
     else:
         case["sequences_scores"] = [float(x) for x in out.sequences_scores.tolist()]
+        if jitter is None:
+            case["jitter_stable"] = all(
+                run_case(model, name, inputs, pixel_values, params, (JITTER_EPS, s))[0]["sequences"]
+                == case["sequences"]
+                for s in range(JITTER_DRAWS)
+            )
     return case, out.scores
 
 
 def greedy_margin(seqs, scores, prompt_len, eos):
-    """Smallest (top1 - top2) / max(|top1|, 1) over all steps of rows not yet finished; also checks that the
-    emitted token is the arg-max of the processed scores."""
+    """Smallest (top1 - top2) / max|finite score| over all steps of rows not yet finished (the scale of the
+    parity tolerance); also checks that the emitted token is the arg-max of the processed scores."""
     worst = float("inf")
     for b in range(seqs.shape[0]):
         for k, s in enumerate(scores):
@@ -81,7 +109,8 @@ def greedy_margin(seqs, scores, prompt_len, eos):
             top = torch.topk(row, 2)
             t1, t2 = float(top.values[0]), float(top.values[1])
             assert int(top.indices[0]) == int(seqs[b, prompt_len + k]), (b, k)
-            worst = min(worst, (t1 - t2) / max(abs(t1), 1.0))
+            scale = float(row[torch.isfinite(row)].abs().max())
+            worst = min(worst, (t1 - t2) / scale)
     return worst
 
 

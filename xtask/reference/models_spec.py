@@ -10,10 +10,15 @@ import torch
 from torch import nn
 from transformers import Kosmos2Config, Kosmos2ForConditionalGeneration
 
-# name -> spec. `seeds` are tried in order; the first one whose greedy steps all clear the margin
-# threshold is used (see gen_models.py). `logit_scale` multiplies the final text LayerNorm weight,
-# `row_norm_sigma` gives the token-embedding (and untied lm_head) rows log-normal norms, which
-# makes the arg-max clear (peaked logits) without changing any code path.
+# name -> spec. `seed` was picked with `gen_models.py --search-seeds 30` (seeds seed_base..seed_base+29): the
+# admissible seed with the largest margin. Admissible = every greedy step's top-1/top-2 margin >= the
+# threshold, every beam result stable under jitter, and the `require`d properties ("beam": beam search differs
+# from greedy; "quirk": HF's left-padded batch differs from the same prompts run alone).
+# `row_norm_sigma` gives the token-embedding (and untied lm_head) rows log-normal norms: that is what makes
+# the arg-max clear (peaked logits) without changing any code path. `logit_scale` multiplies the final text
+# LayerNorm weight; it leaves the relative margin unchanged and only sets how flat the softmax is, which beam
+# search sees (0.5 keeps beams competitive). `embed_std` scales the token embeddings, `branch_gain` the text
+# residual branches (out_proj, fc2).
 MODELS = {
     "tiny": dict(
         vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -25,12 +30,14 @@ MODELS = {
         text_len=8,  # text tokens after </image> in the main case
         pad_extra=3,  # left pads of row 0 in the left-padded batch
         interpolate_hw=(42, 56),
-        max_new_tokens=20,
-        logit_scale=8.0,
+        max_new_tokens=16,
+        logit_scale=0.5,
         row_norm_sigma=0.6,
         embed_std=1.0,
         branch_gain=1.0,
-        seeds=list(range(1000, 1100)),
+        seed_base=1000,
+        seed=1018,
+        require=["beam"],
     ),
     "tiny-wide": dict(
         vision=dict(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=3,
@@ -42,12 +49,14 @@ MODELS = {
         text_len=10,
         pad_extra=4,
         interpolate_hw=(36, 42),
-        max_new_tokens=20,
-        logit_scale=8.0,
-        row_norm_sigma=0.6,
+        max_new_tokens=16,
+        logit_scale=0.5,
+        row_norm_sigma=1.0,
         embed_std=1.0,
         branch_gain=1.0,
-        seeds=list(range(2000, 2100)),
+        seed_base=2000,
+        seed=2014,
+        require=["beam", "quirk"],
     ),
     "tiny-realvocab": dict(
         vision=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -58,11 +67,13 @@ MODELS = {
         batch=2,
         real_processor=True,
         max_new_tokens=16,
-        logit_scale=8.0,
+        logit_scale=0.5,
         row_norm_sigma=0.6,
         embed_std=1.0,
         branch_gain=1.0,
-        seeds=list(range(3000, 3100)),
+        seed_base=3000,
+        seed=3011,
+        require=["beam"],
     ),
 }
 
