@@ -393,6 +393,7 @@ def main():
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(0)
+    transformers.logging.set_verbosity_error()  # the pipeline configs set sampling flags on purpose
 
     model = build_toy()
     doc = {

@@ -18,6 +18,7 @@ mod config;
 mod error;
 pub mod generation;
 mod model;
+pub mod task;
 pub mod weights;
 
 pub use batch::Kosmos2Batch;

@@ -7,11 +7,16 @@ use kosmos2::generation::{EarlyStopping, GenerationConfig, GenerationError, HfDe
 
 #[test]
 fn real_model_defaults_per_transformers_version() {
-    let Some(dir) = common::real_model_dir("real_model_defaults_per_transformers_version") else { return };
+    let Some(dir) = common::real_model_dir("real_model_defaults_per_transformers_version") else {
+        return;
+    };
 
     // 5.24 (what `generate()` does without arguments): greedy, no n-gram blocking, ids from text_config
     let v5 = GenerationConfig::from_model_dir(&dir).expect("5.24");
-    assert_eq!(v5, GenerationConfig::from_model_dir_with(&dir, HfDefaults::Transformers5_24).expect("5.24"));
+    assert_eq!(
+        v5,
+        GenerationConfig::from_model_dir_with(&dir, HfDefaults::Transformers5_24).expect("5.24")
+    );
     assert_eq!(v5.no_repeat_ngram_size, 0);
     assert_eq!(v5.eos_token_id, vec![2]);
     assert_eq!(v5.pad_token_id, Some(1));
@@ -25,11 +30,22 @@ fn real_model_defaults_per_transformers_version() {
     assert_eq!(v4.no_repeat_ngram_size, 3);
     assert_eq!(v4.top_k, 50);
     assert_eq!(v4.early_stopping, EarlyStopping::Heuristic);
-    assert_eq!(v4.max_new_tokens, GenerationConfig::default().max_new_tokens, "max_length is not copied");
-    assert_eq!(GenerationConfig { no_repeat_ngram_size: 0, ..v4.clone() }, v5);
+    assert_eq!(
+        v4.max_new_tokens,
+        GenerationConfig::default().max_new_tokens,
+        "max_length is not copied"
+    );
+    assert_eq!(
+        GenerationConfig {
+            no_repeat_ngram_size: 0,
+            ..v4.clone()
+        },
+        v5
+    );
 
     // the hub generation_config.json
-    let hub = GenerationConfig::from_model_dir_with(&dir, HfDefaults::GenerationConfigJson).expect("hub");
+    let hub =
+        GenerationConfig::from_model_dir_with(&dir, HfDefaults::GenerationConfigJson).expect("hub");
     assert_eq!(hub.no_repeat_ngram_size, 3);
     assert_eq!(hub.eos_token_id, vec![2]);
     assert!(hub.validate().is_ok());
@@ -37,7 +53,9 @@ fn real_model_defaults_per_transformers_version() {
 
 #[test]
 fn overrides_and_broken_model_dirs() {
-    let root = common::repo_root().join("target").join("generation-config-test");
+    let root = common::repo_root()
+        .join("target")
+        .join("generation-config-test");
     let dir = root.join(format!("case-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
 
@@ -52,21 +70,35 @@ fn overrides_and_broken_model_dirs() {
             "no_repeat_ngram_size": 2, "num_beams": 4, "max_length": 20}}"#,
     )
     .expect("write");
-    std::fs::write(dir.join("generation_config.json"), r#"{"num_beams": 5, "early_stopping": "never"}"#)
-        .expect("write");
+    std::fs::write(
+        dir.join("generation_config.json"),
+        r#"{"num_beams": 5, "early_stopping": "never"}"#,
+    )
+    .expect("write");
     let v5 = GenerationConfig::from_model_dir(&dir).expect("5.24");
-    assert_eq!((v5.eos_token_id.clone(), v5.pad_token_id, v5.bos_token_id), (vec![2, 9], Some(3), Some(0)));
+    assert_eq!(
+        (v5.eos_token_id.clone(), v5.pad_token_id, v5.bos_token_id),
+        (vec![2, 9], Some(3), Some(0))
+    );
     assert_eq!((v5.no_repeat_ngram_size, v5.num_beams), (0, 1));
     let v4 = GenerationConfig::from_model_dir_with(&dir, HfDefaults::Transformers4).expect("4.x");
     assert_eq!((v4.no_repeat_ngram_size, v4.num_beams), (2, 4));
-    let hub = GenerationConfig::from_model_dir_with(&dir, HfDefaults::GenerationConfigJson).expect("hub");
-    assert_eq!((hub.num_beams, hub.early_stopping, hub.no_repeat_ngram_size), (5, EarlyStopping::Never, 0));
+    let hub =
+        GenerationConfig::from_model_dir_with(&dir, HfDefaults::GenerationConfigJson).expect("hub");
+    assert_eq!(
+        (hub.num_beams, hub.early_stopping, hub.no_repeat_ngram_size),
+        (5, EarlyStopping::Never, 0)
+    );
 
     // malformed JSON and a wrongly typed field
     std::fs::write(dir.join("config.json"), "{not json").expect("write");
     let err = GenerationConfig::from_model_dir(&dir).expect_err("bad json");
     assert!(matches!(err, GenerationError::Json { .. }), "{err}");
-    std::fs::write(dir.join("config.json"), r#"{"text_config": {"eos_token_id": "two"}}"#).expect("write");
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"text_config": {"eos_token_id": "two"}}"#,
+    )
+    .expect("write");
     let err = GenerationConfig::from_model_dir(&dir).expect_err("bad field");
     assert!(matches!(err, GenerationError::InvalidConfig(_)), "{err}");
 

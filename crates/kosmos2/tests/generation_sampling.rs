@@ -13,7 +13,10 @@ struct ConstLm {
 
 impl ConstLm {
     fn new(logits: &[f32]) -> Self {
-        Self { logits: logits.to_vec(), rows: 0 }
+        Self {
+            logits: logits.to_vec(),
+            rows: 0,
+        }
     }
     fn out(&self) -> Logits {
         Logits::new(self.logits.repeat(self.rows), self.logits.len()).expect("logits")
@@ -97,7 +100,10 @@ fn samples_follow_the_processed_distribution() {
     }
     let p = expected_distribution();
     let kept = p.iter().filter(|&&x| x > 0.0).count();
-    assert!((3..6).contains(&kept), "top-k and top-p must both cut: {p:?}");
+    assert!(
+        (3..6).contains(&kept),
+        "top-k and top-p must both cut: {p:?}"
+    );
     let mut chi2 = 0.0;
     let mut tv = 0.0;
     for (i, (&c, &pi)) in counts.iter().zip(&p).enumerate() {
@@ -110,7 +116,10 @@ fn samples_follow_the_processed_distribution() {
         tv += (c as f64 / n as f64 - pi).abs() / 2.0;
     }
     // chi-square with kept - 1 <= 4 degrees of freedom: P(chi2 > 23.5) < 1e-4
-    assert!(chi2 < 23.5, "chi2 = {chi2}, counts {counts:?}, expected {p:?}");
+    assert!(
+        chi2 < 23.5,
+        "chi2 = {chi2}, counts {counts:?}, expected {p:?}"
+    );
     assert!(tv < 0.01, "total variation {tv}");
 }
 
@@ -118,13 +127,35 @@ fn samples_follow_the_processed_distribution() {
 fn sampling_is_reproducible_per_seed_and_row() {
     let prompts = || vec![Prompt::text(vec![0, 5, 6]), Prompt::text(vec![0, 5, 6])];
     let batch = PromptBatch::new(prompts(), 1).expect("batch");
-    let cfg = GenerationConfig { top_k: 0, top_p: 1.0, temperature: 1.5, ..sampling_config(40) };
-    let run = |cfg: &GenerationConfig, b: &PromptBatch| generate(&mut ConstLm::new(&LOGITS), b, cfg).expect("generate");
+    let cfg = GenerationConfig {
+        top_k: 0,
+        top_p: 1.0,
+        temperature: 1.5,
+        ..sampling_config(40)
+    };
+    let run = |cfg: &GenerationConfig, b: &PromptBatch| {
+        generate(&mut ConstLm::new(&LOGITS), b, cfg).expect("generate")
+    };
     let a = run(&cfg, &batch);
-    assert_eq!(a.sequences, run(&cfg, &batch).sequences, "same seed, same draws");
-    assert_ne!(a.new_tokens(0), a.new_tokens(1), "each row has its own stream");
-    let other = GenerationConfig { seed: cfg.seed + 1, ..cfg.clone() };
-    assert_ne!(a.sequences, run(&other, &batch).sequences, "another seed, other draws");
+    assert_eq!(
+        a.sequences,
+        run(&cfg, &batch).sequences,
+        "same seed, same draws"
+    );
+    assert_ne!(
+        a.new_tokens(0),
+        a.new_tokens(1),
+        "each row has its own stream"
+    );
+    let other = GenerationConfig {
+        seed: cfg.seed + 1,
+        ..cfg.clone()
+    };
+    assert_ne!(
+        a.sequences,
+        run(&other, &batch).sequences,
+        "another seed, other draws"
+    );
     // row 0 of a batch draws from stream 0, like a single prompt
     let alone = PromptBatch::new(vec![prompts().remove(0)], 1).expect("batch");
     assert_eq!(run(&cfg, &alone).new_tokens(0), a.new_tokens(0));
@@ -132,7 +163,11 @@ fn sampling_is_reproducible_per_seed_and_row() {
 
 #[test]
 fn beam_sampling_is_reproducible() {
-    let batch = PromptBatch::new(vec![Prompt::text(vec![0, 5]), Prompt::text(vec![0, 7, 8])], 1).expect("batch");
+    let batch = PromptBatch::new(
+        vec![Prompt::text(vec![0, 5]), Prompt::text(vec![0, 7, 8])],
+        1,
+    )
+    .expect("batch");
     let cfg = GenerationConfig {
         num_beams: 3,
         eos_token_id: vec![9],
@@ -146,6 +181,12 @@ fn beam_sampling_is_reproducible() {
     assert_eq!(a.sequences_scores, b.sequences_scores);
     for r in 0..2 {
         // top_k 5 with beams keeps max(5, len(eos) + 1) tokens: only the 5 best ids can appear
-        assert!(a.new_tokens(r).iter().all(|&t| [9, 0, 1, 2, 3].contains(&t)), "{:?}", a.new_tokens(r));
+        assert!(
+            a.new_tokens(r)
+                .iter()
+                .all(|&t| [9, 0, 1, 2, 3].contains(&t)),
+            "{:?}",
+            a.new_tokens(r)
+        );
     }
 }

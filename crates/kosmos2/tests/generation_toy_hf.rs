@@ -284,8 +284,8 @@ fn finished_rows_are_dropped_and_pad_filled() {
     // rows stopped at different steps: at least one early eos, filled with pad afterwards
     let lens = &out.generated_lens;
     assert!(lens.iter().min() < lens.iter().max(), "{lens:?}");
-    for r in 0..out.len() {
-        let fill = &out.sequences[r][out.prompt_len + lens[r]..];
+    for (r, &len) in lens.iter().enumerate() {
+        let fill = &out.sequences[r][out.prompt_len + len..];
         assert!(fill.iter().all(|&t| t == 1), "row {r} fill {fill:?}");
         if out.finish_reasons[r] == FinishReason::Eos {
             assert!([2, 7, 19].contains(out.new_tokens(r).last().expect("token")));
