@@ -1,7 +1,48 @@
 //! Tensors, dtypes, devices and ops for kosmos2-rs.
 //!
-//! This crate will hold the `Tensor` type (shape, strides, f32/bf16/f16 storage,
-//! owned or memory-mapped), the `Device` abstraction (`Cpu`, and `Cuda` behind the
-//! optional `cuda` feature with a stub type otherwise), the CPU kernels (GEMM and
-//! GEMV, LayerNorm, softmax, attention, activations) and the zero-copy
-//! safetensors `WeightStore`.
+//! - [`Tensor`]: f32/bf16/f16 data in Arc'd storage (owned or memory-mapped) with shape, strides and
+//!   offset; views (`reshape`, `transpose`, `narrow`) share storage.
+//! - [`Device`]: `Cpu`, or `Cuda` (a stub type: without the `cuda` feature every CUDA call returns
+//!   [`Error::CudaNotCompiled`]).
+//! - [`ops`]: GEMM (the `gemm` crate) and GEMV (runtime-selected SIMD, see [`simd`]), LayerNorm,
+//!   softmax, attention, activations, embedding, patchify conv, argmax/top-k.
+//! - [`WeightStore`]: zero-copy safetensors over `memmap2` with a validating header parser.
+//!
+//! SIMD is detected at run time (never `target-cpu=native`); `KOSMOS_SIMD=scalar|avx2|avx512|avx512bf16`
+//! caps the level for the process and [`simd::with_isa`] overrides it for one closure (tests use it
+//! to run every path). Ops return the dtype of their activation input and compute in f32; bf16
+//! activations × bf16 weights use `vdpbf16ps` where the CPU has AVX512_BF16.
+//!
+//! ```
+//! use kosmos_tensor::{nn::Linear, Device, Tensor};
+//! let w = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2], &Device::Cpu)?;
+//! let layer = Linear::new(w, None);
+//! let x = Tensor::from_vec(vec![1.0, 1.0], &[1, 2], &Device::Cpu)?;
+//! assert_eq!(layer.forward(&x)?.to_vec_f32()?, vec![3.0, 7.0]);
+//! # Ok::<(), kosmos_tensor::Error>(())
+//! ```
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+mod cuda_stub;
+mod device;
+mod dtype;
+mod error;
+pub mod nn;
+pub mod ops;
+mod shape;
+pub mod simd;
+mod storage;
+mod tensor;
+mod weights;
+
+pub use cuda_stub::CudaDevice;
+pub use device::Device;
+pub use dtype::{DType, WithDType};
+pub use error::{Error, Result};
+pub use storage::CpuSlice;
+pub use tensor::Tensor;
+pub use weights::{write_safetensors, WeightStore};
+
+/// Re-exported element types.
+pub use half::{bf16, f16};

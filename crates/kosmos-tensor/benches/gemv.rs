@@ -1,0 +1,169 @@
+//! GEMV (decode) bandwidth and GEMM (prefill / vision) GFLOP/s on the KOSMOS-2 shapes.
+//!
+//! `cargo bench -p kosmos-tensor --bench gemv` (set `KOSMOS_SIMD` to pin a SIMD level and
+//! `RAYON_NUM_THREADS` to pin threads). GEMV rotates over > 1 GB of distinct weights per shape so that
+//! it measures DRAM, not the cache; the machine's read bandwidth (a parallel sum over 1 GiB) is printed
+//! first for comparison.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kosmos_tensor::{ops, simd::Isa, DType, Device, Tensor};
+use rayon::prelude::*;
+
+const ROTATE_BYTES: usize = 1 << 30;
+
+fn filled(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32
+                / (1u32 << 24) as f32
+                - 0.5
+        })
+        .collect()
+}
+
+/// Parallel sum over a 1 GiB buffer: the DRAM read bandwidth the GEMV should approach.
+fn read_bandwidth() -> f64 {
+    let buf: Vec<f32> = vec![1.0; ROTATE_BYTES / 4];
+    let mut best = 0f64;
+    for _ in 0..10 {
+        let t = Instant::now();
+        let s: f32 = buf
+            .par_chunks(1 << 16)
+            .map(|c| {
+                // 64 independent lanes so the sum vectorises and is not latency-bound.
+                let mut acc = [0f32; 64];
+                for v in c.chunks_exact(64) {
+                    for l in 0..64 {
+                        acc[l] += v[l];
+                    }
+                }
+                acc.iter().sum::<f32>()
+            })
+            .sum();
+        black_box(s);
+        best = best.max(ROTATE_BYTES as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+fn bench_gemv(c: &mut Criterion) {
+    let bw = read_bandwidth();
+    println!(
+        "machine: {} rayon threads, SIMD {}, memory read bandwidth {bw:.1} GB/s",
+        rayon::current_num_threads(),
+        Isa::current()
+    );
+    let mut g = c.benchmark_group("gemv");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for (k, n) in [
+        (2048usize, 2048usize),
+        (2048, 8192),
+        (8192, 2048),
+        (2048, 65037),
+    ] {
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let bytes = k * n * dtype.size_in_bytes();
+            let count = ROTATE_BYTES.div_ceil(bytes).max(2);
+            let ws: Vec<Tensor> = (0..count)
+                .map(|i| {
+                    Tensor::from_vec(filled(k * n, i as u32), &[n, k], &Device::Cpu)
+                        .and_then(|t| t.to_dtype(dtype))
+                        .expect("weights")
+                })
+                .collect();
+            let x = Tensor::from_vec(filled(k, 99), &[1, k], &Device::Cpu).expect("x");
+            g.throughput(Throughput::Bytes(bytes as u64));
+            let mut i = 0usize;
+            let mut best = f64::INFINITY;
+            g.bench_with_input(
+                BenchmarkId::new(format!("{dtype}"), format!("{k}x{n}")),
+                &(),
+                |b, _| {
+                    b.iter_custom(|iters| {
+                        let t = Instant::now();
+                        for _ in 0..iters {
+                            black_box(ops::linear(&x, &ws[i % count], None).expect("gemv"));
+                            i += 1;
+                        }
+                        let e = t.elapsed();
+                        best = best.min(e.as_secs_f64() / iters as f64);
+                        e
+                    })
+                },
+            );
+            if !best.is_finite() {
+                continue; // filtered out on the command line
+            }
+            let gbs = bytes as f64 / best / 1e9;
+            println!(
+                "gemv {dtype} {k}->{n}: best {:.3} ms, {gbs:.1} GB/s = {:.0}% of read bandwidth",
+                best * 1e3,
+                100.0 * gbs / bw
+            );
+        }
+    }
+    g.finish();
+}
+
+fn bench_gemm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    let shapes = [
+        (257usize, 1024usize, 3072usize),
+        (257, 1024, 4096),
+        (257, 4096, 1024),
+        (71, 2048, 2048),
+        (71, 2048, 8192),
+        (71, 8192, 2048),
+    ];
+    for (m, k, n) in shapes {
+        for (xdt, dtype) in [
+            (DType::F32, DType::F32),
+            (DType::F32, DType::BF16),
+            (DType::BF16, DType::BF16),
+        ] {
+            let x = Tensor::from_vec(filled(m * k, 1), &[m, k], &Device::Cpu)
+                .and_then(|t| t.to_dtype(xdt))
+                .expect("x");
+            let w = Tensor::from_vec(filled(n * k, 2), &[n, k], &Device::Cpu)
+                .and_then(|t| t.to_dtype(dtype))
+                .expect("w");
+            let flops = 2 * m * n * k;
+            g.throughput(Throughput::Elements(flops as u64));
+            let mut best = f64::INFINITY;
+            g.bench_function(
+                BenchmarkId::new(format!("x_{xdt}_w_{dtype}"), format!("{m}x{k}->{n}")),
+                |b| {
+                    b.iter_custom(|iters| {
+                        let t = Instant::now();
+                        for _ in 0..iters {
+                            black_box(ops::linear(&x, &w, None).expect("gemm"));
+                        }
+                        let e = t.elapsed();
+                        best = best.min(e.as_secs_f64() / iters as f64);
+                        e
+                    })
+                },
+            );
+            if !best.is_finite() {
+                continue;
+            }
+            println!(
+                "gemm x={xdt} w={dtype} {m}x{k}->{n}: best {:.2} ms, {:.1} GFLOP/s",
+                best * 1e3,
+                flops as f64 / best / 1e9
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_gemv, bench_gemm);
+criterion_main!(benches);

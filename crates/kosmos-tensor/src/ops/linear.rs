@@ -1,0 +1,165 @@
+//! `linear`: `x · Wᵀ + b` with `W` stored `[out, in]` as in PyTorch.
+
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::ops::gemv::{gemv_into, WeightRows};
+use crate::ops::matmul::{f32_storage, gemm_f32, StridedMat};
+use crate::simd::Isa;
+use crate::storage::CpuSlice;
+use crate::tensor::{check_cpu, Tensor};
+
+/// `x [.., in] · W[out, in]ᵀ (+ b[out]) -> [.., out]`.
+///
+/// Leading dims are folded into one GEMM that reads `Wᵀ` through strides (no copy). A single row
+/// (decode) takes the GEMV path, which reads f32/bf16/f16 weights in place. The result has `x`'s dtype.
+///
+/// ```
+/// use kosmos_tensor::{ops, Device, Tensor};
+/// let x = Tensor::from_vec(vec![1.0, 2.0], &[1, 2], &Device::Cpu)?;
+/// let w = Tensor::from_vec(vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2], &Device::Cpu)?;
+/// let b = Tensor::from_vec(vec![0.5, 0.5, 0.5], &[3], &Device::Cpu)?;
+/// assert_eq!(ops::linear(&x, &w, Some(&b))?.to_vec_f32()?, vec![1.5, 2.5, 3.5]);
+/// # Ok::<(), kosmos_tensor::Error>(())
+/// ```
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let isa = Isa::current();
+    check_cpu("linear", x.device())?;
+    check_cpu("linear", w.device())?;
+    let (rows, k) = super::rows_cols("linear", x)?;
+    if w.rank() != 2 || w.dims()[1] != k {
+        return Err(Error::ShapeMismatch {
+            op: "linear",
+            lhs: x.dims().to_vec(),
+            rhs: w.dims().to_vec(),
+        });
+    }
+    let n = w.dims()[0];
+    super::reject_empty("linear", w)?;
+    let bias = match b {
+        Some(b) => {
+            super::expect_vector("linear", b, n, w)?;
+            Some(b.f32_cow("linear")?)
+        }
+        None => None,
+    };
+    let xv = x.f32_cow("linear")?;
+    let mut out = vec![0f32; rows * n];
+    let mut shape = x.dims().to_vec();
+    *shape.last_mut().unwrap_or(&mut 0) = n;
+
+    if rows == 1 && w.strides()[1] == 1 {
+        let rows_view = WeightRows {
+            data: w.storage.slice(),
+            offset: w.layout.offset,
+            row_stride: w.strides()[0],
+        };
+        gemv_into(isa, &xv, rows_view, bias.as_deref(), &mut out);
+        return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
+    }
+
+    if let Some(b) = &bias {
+        for row in out.chunks_mut(n) {
+            row.copy_from_slice(b);
+        }
+    }
+    let lhs = StridedMat {
+        data: &xv,
+        offset: 0,
+        rs: k,
+        cs: 1,
+    };
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Bf16
+        && x.dtype() == DType::BF16
+        && w.dtype() == DType::BF16
+        && w.strides()[1] == 1
+    {
+        // bf16 activations and weights: vdpbf16ps, no conversion of the weights.
+        let xb = x.contiguous()?;
+        if let (Some(CpuSlice::BF16(a)), CpuSlice::BF16(wd)) =
+            (xb.contiguous_slice(), w.storage.slice())
+        {
+            let (off, rs) = (w.layout.offset, w.strides()[0]);
+            crate::simd::bf16_gemm::gemm_bf16_avx512(a, (rows, n, k), wd, off, rs, &mut out);
+            return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
+        }
+    }
+    if w.dtype() == DType::F32 {
+        // Wᵀ[k, n] = W[n, k]: read W through swapped strides.
+        let rhs = StridedMat {
+            data: f32_storage(w),
+            offset: w.layout.offset,
+            rs: w.strides()[1],
+            cs: w.strides()[0],
+        };
+        gemm_f32(&mut out, n, (rows, n, k), lhs, rhs, bias.is_some(), true);
+    } else {
+        half_weight_gemm(&mut out, rows, w, lhs, bias.is_some())?;
+    }
+    Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()))
+}
+
+/// GEMM with bf16/f16 weights: convert panels of `W` rows to f32 (in parallel, into one reused buffer
+/// that stays in cache) and run the f32 GEMM on each panel's output columns.
+fn half_weight_gemm(
+    out: &mut [f32],
+    rows: usize,
+    w: &Tensor,
+    lhs: StridedMat<'_>,
+    accumulate: bool,
+) -> Result<()> {
+    let (n, k) = (w.dims()[0], w.dims()[1]);
+    let w = w.contiguous()?;
+    let Some(data) = w.contiguous_slice() else {
+        return Err(Error::InvalidArgument {
+            op: "linear",
+            msg: "weight is not contiguous".into(),
+        });
+    };
+    // Panels of at most ~4 MB of f32 (so a converted panel stays in cache), and at least four
+    // panels per thread so the work balances; whole multiples of 16 rows.
+    let by_cache = ((1usize << 20) / k).max(16);
+    let by_balance = n.div_ceil(4 * rayon::current_num_threads()).max(16);
+    let panel = by_cache.min(by_balance).next_multiple_of(16);
+    let panels = n.div_ceil(panel);
+    // Each task converts one panel and runs a single-threaded GEMM into its own [rows, nb] block.
+    let mut blocks = vec![0f32; rows * n];
+    blocks
+        .par_chunks_mut(rows * panel)
+        .enumerate()
+        .for_each_init(Vec::new, |wbuf: &mut Vec<f32>, (pi, block)| {
+            let n0 = pi * panel;
+            let nb = panel.min(n - n0);
+            wbuf.resize(nb * k, 0.0);
+            let range = n0 * k..(n0 + nb) * k;
+            match data {
+                CpuSlice::BF16(v) => v[range].convert_to_f32_slice(wbuf),
+                CpuSlice::F16(v) => v[range].convert_to_f32_slice(wbuf),
+                CpuSlice::F32(v) => wbuf.copy_from_slice(&v[range]),
+            }
+            let rhs = StridedMat {
+                data: wbuf,
+                offset: 0,
+                rs: 1,
+                cs: k,
+            };
+            gemm_f32(block, nb, (rows, nb, k), lhs, rhs, false, false);
+        });
+    for pi in 0..panels {
+        let n0 = pi * panel;
+        let nb = panel.min(n - n0);
+        let block = &blocks[rows * n0..rows * (n0 + nb)];
+        for (i, src) in block.chunks(nb).enumerate() {
+            let dst = &mut out[i * n + n0..i * n + n0 + nb];
+            if accumulate {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            } else {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+    Ok(())
+}
