@@ -1,6 +1,21 @@
 //! The `kosmos2` command-line tool.
 
-fn main() -> anyhow::Result<()> {
-    println!("kosmos2 {}", env!("CARGO_PKG_VERSION"));
-    Ok(())
+use std::process::ExitCode;
+
+use clap::Parser;
+use kosmos2_cli::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match kosmos2_cli::app::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line a newcomer can act on; the backtrace only when asked for.
+            eprintln!("error: {}", kosmos2_cli::app::one_line(&e));
+            if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+                eprintln!("{}", e.backtrace());
+            }
+            ExitCode::FAILURE
+        }
+    }
 }
