@@ -318,6 +318,67 @@ impl KvCache {
         })
     }
 
+    /// One cache holding the rows of `caches` in order (e.g. prompt prefixes computed at different
+    /// times, gathered into one store to [`select_rows`](Self::select_rows) from). The caches must
+    /// agree on layers, heads and head size; the result has the largest of their capacities.
+    pub fn concat_rows(caches: &[&KvCache]) -> Result<KvCache> {
+        let first = caches
+            .first()
+            .ok_or_else(|| Error::Cache("concat_rows: no caches".into()))?;
+        for c in caches {
+            if c.num_layers() != first.num_layers()
+                || c.heads != first.heads
+                || c.head_dim != first.head_dim
+            {
+                return Err(Error::Cache(format!(
+                    "concat_rows: a cache of {} layers x {} heads x {} next to one of {} x {} x {}",
+                    c.num_layers(),
+                    c.heads,
+                    c.head_dim,
+                    first.num_layers(),
+                    first.heads,
+                    first.head_dim
+                )));
+            }
+        }
+        let cap = caches.iter().map(|c| c.capacity).max().unwrap_or(0);
+        let widen = |c: &KvCache, t: &Tensor| -> Result<Tensor> {
+            if c.capacity == cap {
+                return Ok(t.clone());
+            }
+            let mut wide = Tensor::zeros(
+                &[c.batch(), c.heads, cap, c.head_dim],
+                DType::F32,
+                &c.device,
+            )?;
+            wide.write_narrow(2, 0, t)?;
+            Ok(wide)
+        };
+        let layers = (0..first.num_layers())
+            .map(|l| {
+                let mut ks = Vec::with_capacity(caches.len());
+                let mut vs = Vec::with_capacity(caches.len());
+                for c in caches {
+                    ks.push(widen(c, &c.layers[l].k)?);
+                    vs.push(widen(c, &c.layers[l].v)?);
+                }
+                Ok(LayerKv {
+                    k: Tensor::cat(&ks.iter().collect::<Vec<_>>(), 0)?,
+                    v: Tensor::cat(&vs.iter().collect::<Vec<_>>(), 0)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KvCache {
+            layers,
+            lens: caches.iter().flat_map(|c| c.lens.iter().copied()).collect(),
+            real: caches.iter().flat_map(|c| c.real.iter().cloned()).collect(),
+            heads: first.heads,
+            head_dim: first.head_dim,
+            capacity: cap,
+            device: first.device.clone(),
+        })
+    }
+
     /// Checks that this cache fits a decoder of `layers` blocks, `heads` heads of `head_dim`, for
     /// a batch of `batch` rows.
     pub(crate) fn check_fits(
@@ -440,6 +501,34 @@ mod tests {
             .append(&k2, &k2)
             .unwrap();
         assert_eq!(k.to_vec_f32().unwrap(), [1.0, 2.0, 3.0, 4.0, 9.0, 10.0]);
+    }
+
+    #[test]
+    fn concat_rows_stacks_caches_of_different_capacities() {
+        let dev = Device::Cpu;
+        let fill = |cap: usize, rows: usize, base: f32, real: &[bool]| {
+            let mut c = KvCache::with_shape(2, rows, 1, 2, cap, &dev).unwrap();
+            let k = Tensor::from_vec(seq(rows * 2, base), &[rows, 1, 1, 2], &dev).unwrap();
+            for mut l in c.layer_caches() {
+                drop(l.append(&k, &k).unwrap());
+            }
+            c.advance(1, real).unwrap();
+            c
+        };
+        let a = fill(1, 1, 0.0, &[true]);
+        let b = fill(3, 2, 10.0, &[false, true]);
+        let c = KvCache::concat_rows(&[&a, &b]).unwrap();
+        assert_eq!((c.batch(), c.capacity(), c.num_layers()), (3, 3, 2));
+        assert_eq!(c.seq_lens(), &[1, 1, 1]);
+        assert_eq!(c.real_lens(), [1, 0, 1]);
+        let k = c.layer(1).unwrap().keys().narrow(2, 0, 1).unwrap();
+        assert_eq!(k.to_vec_f32().unwrap(), [0.0, 1.0, 10.0, 11.0, 12.0, 13.0]);
+        let other = KvCache::with_shape(1, 1, 1, 2, 1, &dev).unwrap();
+        assert!(matches!(
+            KvCache::concat_rows(&[&a, &other]),
+            Err(Error::Cache(_))
+        ));
+        assert!(KvCache::concat_rows(&[]).is_err());
     }
 
     #[test]

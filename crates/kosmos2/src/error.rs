@@ -48,6 +48,10 @@ pub enum Error {
     /// The text decoder failed.
     #[error(transparent)]
     Text(#[from] kosmos_text::Error),
+    /// Generation failed (a bad config or prompt batch; a model error inside generation is
+    /// boxed in [`GenerationError::Model`](crate::generation::GenerationError::Model)).
+    #[error(transparent)]
+    Generation(#[from] crate::generation::GenerationError),
 }
 
 fn weights_message(missing: &[String], unexpected: &[String]) -> String {
