@@ -106,8 +106,10 @@ mod tests {
 
     #[test]
     fn untied_config_requires_the_head() {
-        let mut cfg = Kosmos2Config::default();
-        cfg.tie_word_embeddings = false;
+        let mut cfg = Kosmos2Config {
+            tie_word_embeddings: false,
+            ..Kosmos2Config::default()
+        };
         cfg.text_config.tie_word_embeddings = false;
         let keys = expected_keys(&cfg, false);
         match check_keys(&cfg, &keys) {
