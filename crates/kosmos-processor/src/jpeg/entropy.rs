@@ -1,0 +1,433 @@
+//! Huffman entropy decoding (libjpeg `jdhuff.c` and `jdphuff.c`): baseline and progressive
+//! scans into per-component coefficient buffers. Entropy decoding is lossless, so any
+//! correct decoder gives libjpeg's coefficients; corrupt-data behaviour follows libjpeg
+//! (zeros after an unexpected marker, a zero symbol for an invalid code).
+
+use super::JpegError;
+
+/// Zig-zag position → natural (row-major) index, with libjpeg-turbo's 16 extra entries
+/// that keep corrupt run lengths inside the block.
+pub(crate) const NATURAL_ORDER: [usize; 80] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
+    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
+    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63,
+    63, 63, 63, 63, 63, 63,
+];
+
+/// A decoding Huffman table (`jpeg_make_d_derived_tbl`).
+#[derive(Debug, Clone)]
+pub(crate) struct HuffTable {
+    /// For each code length 1..=16: largest code of that length (−1 if none).
+    maxcode: [i32; 18],
+    /// For each length: index into `values` of the first code minus that code.
+    valoffset: [i32; 18],
+    values: Vec<u8>,
+    /// 9-bit lookahead: `(length << 8) | value`, 0 when the code is longer.
+    lookup: Vec<u16>,
+}
+
+const LOOKAHEAD: u32 = 9;
+
+impl HuffTable {
+    /// Builds a table from the DHT counts (`bits[1..=16]`) and symbols.
+    pub(crate) fn new(bits: &[u8; 17], values: &[u8], is_dc: bool) -> Result<Self, JpegError> {
+        let total: usize = bits[1..].iter().map(|&b| usize::from(b)).sum();
+        if total > 256 || total > values.len() {
+            return Err(JpegError::Corrupt("bad Huffman table".into()));
+        }
+        let values = values[..total].to_vec();
+        if is_dc && values.iter().any(|&v| v > 15) {
+            return Err(JpegError::Corrupt("bad DC Huffman table".into()));
+        }
+        let mut maxcode = [-1i32; 18];
+        let mut valoffset = [0i32; 18];
+        let mut lookup = vec![0u16; 1 << LOOKAHEAD];
+        let mut code: i32 = 0;
+        let mut k = 0usize;
+        for len in 1..=16usize {
+            let n = usize::from(bits[len]);
+            if n > 0 {
+                valoffset[len] = k as i32 - code;
+                for _ in 0..n {
+                    if len as u32 <= LOOKAHEAD {
+                        let shift = LOOKAHEAD - len as u32;
+                        let base = (code as usize) << shift;
+                        for e in lookup.iter_mut().skip(base).take(1 << shift) {
+                            *e = ((len as u16) << 8) | u16::from(values[k]);
+                        }
+                    }
+                    code += 1;
+                    k += 1;
+                }
+                maxcode[len] = code - 1;
+            }
+            // Codes of this length must fit in `len` bits.
+            if code > (1 << len) {
+                return Err(JpegError::Corrupt("bad Huffman table".into()));
+            }
+            code <<= 1;
+        }
+        maxcode[17] = i32::MAX; // sentinel: ends the slow search
+        Ok(Self {
+            maxcode,
+            valoffset,
+            values,
+            lookup,
+        })
+    }
+}
+
+/// The entropy-coded segment reader (libjpeg `jpeg_fill_bit_buffer`).
+#[derive(Debug)]
+pub(crate) struct BitReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    acc: u64,
+    nbits: u32,
+    /// A marker met inside the data: from then on zeros are supplied.
+    pub(crate) marker: Option<u8>,
+    /// The data ended without a marker.
+    eof: bool,
+}
+
+impl<'a> BitReader<'a> {
+    pub(crate) fn new(data: &'a [u8], pos: usize) -> Self {
+        Self {
+            data,
+            pos,
+            acc: 0,
+            nbits: 0,
+            marker: None,
+            eof: false,
+        }
+    }
+
+    /// Byte position just after the consumed entropy data (at a marker, or the end).
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Loads bytes into the accumulator; stops early at the end of the data.
+    fn fill(&mut self) {
+        while self.nbits <= 56 {
+            let byte = if self.marker.is_some() {
+                0
+            } else {
+                let Some(&b) = self.data.get(self.pos) else {
+                    self.eof = true;
+                    return;
+                };
+                if b == 0xFF {
+                    // Skip fill bytes, then 0xFF00 is a data 0xFF; anything else a marker.
+                    let mut p = self.pos + 1;
+                    while self.data.get(p) == Some(&0xFF) {
+                        p += 1;
+                    }
+                    match self.data.get(p) {
+                        None => {
+                            self.eof = true;
+                            return;
+                        }
+                        Some(0) => {
+                            self.pos = p + 1;
+                            0xFF
+                        }
+                        Some(&m) => {
+                            self.marker = Some(m);
+                            self.pos = p - 1; // points at the 0xFF of the marker
+                            0
+                        }
+                    }
+                } else {
+                    self.pos += 1;
+                    b
+                }
+            };
+            self.acc |= u64::from(byte) << (56 - self.nbits);
+            self.nbits += 8;
+        }
+    }
+
+    #[inline]
+    pub(crate) fn bits(&mut self, n: u32) -> Result<u32, JpegError> {
+        if n == 0 {
+            return Ok(0);
+        }
+        if self.nbits < n {
+            self.fill();
+            if self.nbits < n {
+                return Err(JpegError::Truncated);
+            }
+        }
+        let v = (self.acc >> (64 - n)) as u32;
+        self.acc <<= n;
+        self.nbits -= n;
+        Ok(v)
+    }
+
+    #[inline]
+    pub(crate) fn bit(&mut self) -> Result<bool, JpegError> {
+        Ok(self.bits(1)? != 0)
+    }
+
+    /// Decodes one Huffman symbol; an invalid code yields 0 like libjpeg.
+    pub(crate) fn decode(&mut self, t: &HuffTable) -> Result<u8, JpegError> {
+        if self.nbits < 16 {
+            self.fill();
+        }
+        let peek = (self.acc >> (64 - LOOKAHEAD)) as usize;
+        let e = t.lookup[peek];
+        if e != 0 && u32::from(e >> 8) <= self.nbits {
+            let len = u32::from(e >> 8);
+            self.acc <<= len;
+            self.nbits -= len;
+            return Ok(e as u8);
+        }
+        let mut code = 0i32;
+        for len in 1..=16usize {
+            code = (code << 1) | self.bits(1)? as i32;
+            if code <= t.maxcode[len] {
+                let idx = (code + t.valoffset[len]) as usize;
+                return Ok(t.values.get(idx).copied().unwrap_or(0));
+            }
+        }
+        Ok(0)
+    }
+
+    /// Discards buffered bits and consumes the expected restart marker (libjpeg
+    /// `process_restart`; a missing marker is tolerated like its resync default).
+    pub(crate) fn restart(&mut self) {
+        self.acc = 0;
+        self.nbits = 0;
+        match self.marker.take() {
+            Some(m) if (0xD0..=0xD7).contains(&m) => self.pos += 2,
+            Some(m) => self.marker = Some(m),
+            None => {
+                // Scan to the next marker; skip it if it is an RSTn.
+                while self.pos + 1 < self.data.len() {
+                    if self.data[self.pos] == 0xFF && self.data[self.pos + 1] != 0 {
+                        let m = self.data[self.pos + 1];
+                        if m == 0xFF {
+                            self.pos += 1;
+                            continue;
+                        }
+                        if (0xD0..=0xD7).contains(&m) {
+                            self.pos += 2;
+                        } else {
+                            self.marker = Some(m);
+                        }
+                        return;
+                    }
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+}
+
+/// `HUFF_EXTEND`: the signed value of an `s`-bit magnitude category.
+#[inline(always)]
+pub(crate) fn extend(r: u32, s: u32) -> i32 {
+    if s == 0 {
+        0
+    } else if (r as i32) < (1 << (s - 1)) {
+        r as i32 + ((-1i32) << s) + 1
+    } else {
+        r as i32
+    }
+}
+
+/// Baseline (sequential) block: DC difference and AC run-lengths (`decode_mcu_slow`).
+pub(crate) fn decode_block_baseline(
+    r: &mut BitReader<'_>,
+    block: &mut [i16],
+    dc: &HuffTable,
+    ac: &HuffTable,
+    last_dc: &mut i32,
+) -> Result<(), JpegError> {
+    let s = u32::from(r.decode(dc)?);
+    let diff = extend(r.bits(s)?, s);
+    *last_dc = last_dc.wrapping_add(diff);
+    block[0] = *last_dc as i16;
+    let mut k = 1usize;
+    while k < 64 {
+        let rs = r.decode(ac)?;
+        let run = usize::from(rs >> 4);
+        let s = u32::from(rs & 15);
+        if s != 0 {
+            k += run;
+            let v = extend(r.bits(s)?, s);
+            block[NATURAL_ORDER[k]] = v as i16;
+        } else {
+            if run != 15 {
+                break;
+            }
+            k += 15;
+        }
+        k += 1;
+    }
+    Ok(())
+}
+
+/// Progressive DC scan, first pass (`decode_mcu_DC_first`).
+pub(crate) fn decode_dc_first(
+    r: &mut BitReader<'_>,
+    block: &mut [i16],
+    dc: &HuffTable,
+    last_dc: &mut i32,
+    al: u32,
+) -> Result<(), JpegError> {
+    let s = u32::from(r.decode(dc)?);
+    let diff = extend(r.bits(s)?, s);
+    *last_dc = last_dc.wrapping_add(diff);
+    block[0] = last_dc.wrapping_shl(al) as i16;
+    Ok(())
+}
+
+/// Progressive DC scan, refinement (`decode_mcu_DC_refine`).
+pub(crate) fn decode_dc_refine(
+    r: &mut BitReader<'_>,
+    block: &mut [i16],
+    al: u32,
+) -> Result<(), JpegError> {
+    if r.bit()? {
+        block[0] |= (1i32 << al) as i16;
+    }
+    Ok(())
+}
+
+/// Progressive AC scan, first pass (`decode_mcu_AC_first`).
+pub(crate) fn decode_ac_first(
+    r: &mut BitReader<'_>,
+    block: &mut [i16],
+    ac: &HuffTable,
+    (ss, se, al): (usize, usize, u32),
+    eobrun: &mut u32,
+) -> Result<(), JpegError> {
+    if *eobrun > 0 {
+        *eobrun -= 1;
+        return Ok(());
+    }
+    let mut k = ss;
+    while k <= se {
+        let rs = r.decode(ac)?;
+        let run = u32::from(rs >> 4);
+        let s = u32::from(rs & 15);
+        if s != 0 {
+            k += run as usize;
+            let v = extend(r.bits(s)?, s);
+            block[NATURAL_ORDER[k]] = v.wrapping_shl(al) as i16;
+        } else if run == 15 {
+            k += 15;
+        } else {
+            *eobrun = 1 << run;
+            if run != 0 {
+                *eobrun += r.bits(run)?;
+            }
+            *eobrun -= 1;
+            break;
+        }
+        k += 1;
+    }
+    Ok(())
+}
+
+/// Progressive AC scan, refinement (`decode_mcu_AC_refine`).
+pub(crate) fn decode_ac_refine(
+    r: &mut BitReader<'_>,
+    block: &mut [i16],
+    ac: &HuffTable,
+    (ss, se, al): (usize, usize, u32),
+    eobrun: &mut u32,
+) -> Result<(), JpegError> {
+    let p1 = (1i32 << al) as i16;
+    let m1 = ((-1i32) << al) as i16;
+    let refine = |c: &mut i16, r: &mut BitReader<'_>| -> Result<(), JpegError> {
+        if r.bit()? && (*c & p1) == 0 {
+            *c = if *c >= 0 {
+                c.wrapping_add(p1)
+            } else {
+                c.wrapping_add(m1)
+            };
+        }
+        Ok(())
+    };
+    let mut k = ss;
+    if *eobrun == 0 {
+        while k <= se {
+            let rs = r.decode(ac)?;
+            let mut run = i32::from(rs >> 4);
+            let s = rs & 15;
+            let mut value = 0i16;
+            if s != 0 {
+                // The size of a newly non-zero coefficient is always 1.
+                value = if r.bit()? { p1 } else { m1 };
+            } else if run != 15 {
+                *eobrun = 1 << run;
+                if run != 0 {
+                    *eobrun += r.bits(run as u32)?;
+                }
+                break;
+            }
+            // Skip already-nonzero coefficients (refining them) and `run` zero ones.
+            while k <= se {
+                let pos = NATURAL_ORDER[k];
+                if block[pos] != 0 {
+                    refine(&mut block[pos], r)?;
+                } else {
+                    run -= 1;
+                    if run < 0 {
+                        break;
+                    }
+                }
+                k += 1;
+            }
+            if value != 0 {
+                block[NATURAL_ORDER[k]] = value;
+            }
+            k += 1;
+        }
+    }
+    if *eobrun > 0 {
+        while k <= se {
+            let pos = NATURAL_ORDER[k];
+            if block[pos] != 0 {
+                refine(&mut block[pos], r)?;
+            }
+            k += 1;
+        }
+        *eobrun -= 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extend_values() {
+        assert_eq!(extend(0, 1), -1);
+        assert_eq!(extend(1, 1), 1);
+        assert_eq!(extend(2, 3), -5);
+        assert_eq!(extend(5, 3), 5);
+    }
+
+    #[test]
+    fn huffman_roundtrip() {
+        // Codes: a=0 (len 1), b=10, c=110, d=111.
+        let mut bits = [0u8; 17];
+        bits[1] = 1;
+        bits[2] = 1;
+        bits[3] = 2;
+        let t = HuffTable::new(&bits, b"abcd", false).unwrap();
+        // 0 10 110 111 0 + padding 1s: 0101_1011_1011_1111
+        let data = [0b0101_1011, 0b1011_1111, 0xFF, 0xD9];
+        let mut r = BitReader::new(&data, 0);
+        let got: Vec<u8> = (0..5).map(|_| r.decode(&t).unwrap()).collect();
+        assert_eq!(got, b"abcda");
+        let mut bad = [0u8; 17];
+        bad[1] = 3;
+        assert!(HuffTable::new(&bad, &[1, 2, 3], false).is_err());
+    }
+}
