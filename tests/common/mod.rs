@@ -16,7 +16,10 @@ pub fn repo_root() -> PathBuf {
             return dir;
         }
         if !dir.pop() {
-            panic!("cannot find the workspace root above {}", env!("CARGO_MANIFEST_DIR"));
+            panic!(
+                "cannot find the workspace root above {}",
+                env!("CARGO_MANIFEST_DIR")
+            );
         }
     }
 }
@@ -28,7 +31,9 @@ pub fn fixtures_dir() -> PathBuf {
 
 /// True when running under CI (`CI=true`).
 pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
 }
 
 /// The shared assets folder: `$KOSMOS2_ASSETS`, or `<repo>/../shared/assets`.
@@ -49,7 +54,10 @@ pub fn assets_dir(test: &str) -> Option<PathBuf> {
             dir.display()
         );
     }
-    eprintln!("skipping {test}: shared assets not found at {}", dir.display());
+    eprintln!(
+        "skipping {test}: shared assets not found at {}",
+        dir.display()
+    );
     None
 }
 
@@ -86,7 +94,10 @@ pub fn parity(got: &[f32], want: &[f32]) -> Parity {
         max_abs = max_abs.max((g as f64 - w as f64).abs());
         scale = scale.max((w as f64).abs());
     }
-    Parity { max_abs, max_rel: max_abs / scale.max(f64::MIN_POSITIVE) }
+    Parity {
+        max_abs,
+        max_rel: max_abs / scale.max(f64::MIN_POSITIVE),
+    }
 }
 
 /// Compares, records the row for `cargo xtask parity`, and asserts `max_rel <= tol`.
@@ -117,7 +128,11 @@ pub fn record_parity(component: &str, p: Parity, tol: f64) {
         tol,
         p.max_rel <= tol
     );
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = f.write_all(line.as_bytes());
     }
 }

@@ -16,7 +16,11 @@ pub fn assets_dir() -> anyhow::Result<PathBuf> {
         Some(p) => PathBuf::from(p),
         None => repo_root().join("..").join("shared").join("assets"),
     };
-    if !dir.join("kosmos-2-patch14-224").join("tokenizer.json").is_file() {
+    if !dir
+        .join("kosmos-2-patch14-224")
+        .join("tokenizer.json")
+        .is_file()
+    {
         bail!(
             "shared assets not found at {} (set KOSMOS2_ASSETS to the folder holding \
              kosmos-2-patch14-224/ and images/)",

@@ -9,7 +9,10 @@ use crate::paths::repo_root;
 
 /// The requirements file that pins the reference stack.
 fn requirements() -> PathBuf {
-    repo_root().join("xtask").join("reference").join("requirements.txt")
+    repo_root()
+        .join("xtask")
+        .join("reference")
+        .join("requirements.txt")
 }
 
 /// The venv folder (`<repo>/.venv`, git-ignored), or `$KOSMOS2_VENV`.
