@@ -211,7 +211,7 @@ fn check_decode<T: CudaElement>(be: &CudaBackend, d: usize, device_len: bool, ma
         (&kg, cache),
         (&vg, cache),
         (&mut og, HeadLayout::bhtd(h, 1, d)),
-        masked.then(|| DecodeMask {
+        masked.then_some(DecodeMask {
             values: &mg,
             row_stride: cap,
         }),

@@ -295,7 +295,7 @@ fn captured_decode_chain_replays_like_direct_launches() {
     // A miniature decode step: embed(last ids, position counter + 2) -> layer norm -> argmax
     // -> ids, then counter += 1. Replayed from a graph and launched directly, from the same
     // start; ids, counter and hidden states must agree exactly.
-    let (vocab, dim, batch, steps) = (64, 64, 3, 5);
+    let (vocab, dim, batch, steps) = (64, 64, 3, 5i32);
     let table = rand_vec(700, vocab * dim, 1.0);
     let (w, bias) = (rand_vec(701, dim, 1.0), rand_vec(702, dim, 0.2));
     let freqs = sinusoid_freqs(dim);
@@ -348,6 +348,6 @@ fn captured_decode_chain_replays_like_direct_launches() {
     };
     let direct = run(false);
     let replayed = run(true);
-    assert_eq!(direct.1, vec![4 + steps as i32]);
+    assert_eq!(direct.1, vec![4 + steps]);
     assert_eq!(replayed, direct);
 }

@@ -238,7 +238,7 @@ impl CudaBackend {
     }
 
     /// A module, loading it on first use: the embedded PTX, or NVRTC when the driver rejects the
-    /// PTX version (`CUDA_ERROR_UNSUPPORTED_PTX_VERSION`).
+    /// PTX version (`CUDA_ERROR_UNSUPPORTED_PTX_VERSION`) or cannot JIT-compile.
     pub fn module(&self, m: KernelModule) -> CudaResult<LoadedModule> {
         let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(loaded) = &modules[m.index()] {
@@ -249,9 +249,7 @@ impl CudaBackend {
         } else {
             match self.ctx.load_module(Ptx::from_src(m.ptx())) {
                 Ok(module) => (module, ModuleOrigin::EmbeddedPtx),
-                Err(e) if e.0 == CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION => {
-                    (self.nvrtc_module(m)?, ModuleOrigin::Nvrtc)
-                }
+                Err(e) if ptx_rejected(e.0) => (self.nvrtc_module(m)?, ModuleOrigin::Nvrtc),
                 Err(e) => {
                     return Err(CudaError::Driver {
                         op: "load_module",
@@ -314,6 +312,17 @@ impl CudaBackend {
     }
 }
 
+/// Driver answers after which the embedded sources are compiled with NVRTC instead: the PTX ISA
+/// is newer than the driver's (`CUDA_ERROR_UNSUPPORTED_PTX_VERSION`), or the driver cannot JIT.
+fn ptx_rejected(code: CUresult) -> bool {
+    matches!(
+        code,
+        CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION
+            | CUresult::CUDA_ERROR_JIT_COMPILER_NOT_FOUND
+            | CUresult::CUDA_ERROR_JIT_COMPILATION_DISABLED
+    )
+}
+
 /// cuBLAS workspace size (the size NVIDIA recommends for Hopper).
 const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
@@ -325,7 +334,7 @@ fn configure_blas(blas: &CudaBlas, stream: &Arc<CudaStream>) -> CudaResult<CudaS
     let workspace = stream
         .alloc_zeros::<u8>(CUBLAS_WORKSPACE_BYTES)
         .map_err(drv("cuBLAS workspace"))?;
-    let (ptr, _guard) = workspace.device_ptr(stream);
+    let (ptr, guard) = workspace.device_ptr(stream);
     let cublas = |op: &'static str| move |source| CudaError::Cublas { op, source };
     // SAFETY: the handle is live; the workspace outlives it (field order of CudaBackend).
     unsafe {
@@ -339,7 +348,7 @@ fn configure_blas(blas: &CudaBlas, stream: &Arc<CudaStream>) -> CudaResult<CudaS
         .result()
         .map_err(cublas("cublasSetMathMode"))?;
     }
-    drop(_guard);
+    drop(guard);
     Ok(workspace)
 }
 

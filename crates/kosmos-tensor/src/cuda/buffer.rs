@@ -4,7 +4,7 @@ use cudarc::driver::CudaSlice;
 use half::{bf16, f16};
 
 use super::backend::CudaBackend;
-use super::error::CudaResult;
+use super::error::{check_len, CudaResult};
 use crate::dtype::DType;
 use crate::storage::CpuSlice;
 
@@ -67,6 +67,53 @@ impl CudaBuffer {
             CudaBuffer::F32(s) => backend.dtoh(s)?,
             CudaBuffer::BF16(s) => backend.dtoh(s)?.into_iter().map(f32::from).collect(),
             CudaBuffer::F16(s) => backend.dtoh(s)?.into_iter().map(f32::from).collect(),
+        })
+    }
+
+    /// Downloads `len` elements from `start` as f32 (a contiguous view; synchronises).
+    pub fn range_to_vec_f32(
+        &self,
+        backend: &CudaBackend,
+        start: usize,
+        len: usize,
+    ) -> CudaResult<Vec<f32>> {
+        check_len("range_to_vec_f32", "buffer", self.len(), start + len)?;
+        Ok(match self {
+            CudaBuffer::F32(s) => backend.dtoh(&s.slice(start..start + len))?,
+            CudaBuffer::BF16(s) => backend
+                .dtoh(&s.slice(start..start + len))?
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+            CudaBuffer::F16(s) => backend
+                .dtoh(&s.slice(start..start + len))?
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+        })
+    }
+
+    /// A new contiguous buffer holding the view `dims` / `strides` / `offset` of this one
+    /// (`Tensor::contiguous` for CUDA storage; rank at most [`super::MAX_RANK`]).
+    pub fn copy_strided(
+        &self,
+        backend: &CudaBackend,
+        dims: &[usize],
+        strides: &[usize],
+        offset: usize,
+    ) -> CudaResult<CudaBuffer> {
+        let n: usize = dims.iter().product();
+        macro_rules! gather {
+            ($src:expr, $variant:ident, $t:ty) => {{
+                let mut d = backend.alloc::<$t>(n)?;
+                backend.copy_strided($src, &mut d, dims, strides, offset)?;
+                CudaBuffer::$variant(d)
+            }};
+        }
+        Ok(match self {
+            CudaBuffer::F32(s) => gather!(s, F32, f32),
+            CudaBuffer::BF16(s) => gather!(s, BF16, bf16),
+            CudaBuffer::F16(s) => gather!(s, F16, f16),
         })
     }
 
