@@ -2,8 +2,14 @@
 //!
 //! - `fixtures`: builds the HF reference venv and regenerates `tests/fixtures`.
 //! - `parity`: runs every parity test and prints the error table.
+//!   `parity --full-size`: HF vs kosmos2 on the full-size random-weight checkpoint.
+//! - `bench`: HF transformers vs kosmos2 on CPU, side by side (writes docs/performance.md).
+//! - `kernels`: compiles `kernels/*.cu` to the committed `kernels/ptx/*.ptx` with a pinned nvcc.
 
+mod bench;
 mod fixtures;
+mod full_size;
+mod kernels;
 mod parity;
 mod paths;
 mod venv;
@@ -23,11 +29,17 @@ enum Command {
     Fixtures(fixtures::Args),
     /// Run every parity test and print component, max abs/rel error, tolerance and pass.
     Parity(parity::Args),
+    /// Compile kernels/*.cu to kernels/ptx/*.ptx (pinned nvcc from PyPI) and write the manifest.
+    Kernels(kernels::Args),
+    /// Benchmark HF transformers against kosmos2 on CPU (full-size checkpoint; --quick for a smoke run).
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Fixtures(args) => fixtures::run(&args),
         Command::Parity(args) => parity::run(&args),
+        Command::Kernels(args) => kernels::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }

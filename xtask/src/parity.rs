@@ -15,9 +15,18 @@ pub struct Args {
     /// Regenerate the reference fixtures with the HF stack first.
     #[arg(long)]
     live: bool,
+    /// Compare HF and kosmos2 on the full-size random-weight checkpoint instead (see
+    /// `docs/parity.md`; builds and caches it under target/full-size on first use).
+    #[arg(long)]
+    full_size: bool,
+    #[command(flatten)]
+    full_size_options: crate::full_size::Options,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    if args.full_size {
+        return crate::full_size::run(&args.full_size_options);
+    }
     if args.live {
         fixtures::run(&fixtures::Args::default())?;
     }
@@ -35,7 +44,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     result.context("some tests failed")
 }
 
-fn print_table(rows: &str) {
+pub(crate) fn print_table(rows: &str) {
     let mut rows: Vec<Vec<&str>> = rows.lines().map(|l| l.split('\t').collect()).collect();
     rows.retain(|r| r.len() == 5);
     rows.sort_by(|a, b| a[0].cmp(b[0]));
