@@ -86,6 +86,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             prompt,
             run,
         } => run_task(TaskSpec::Raw(prompt), &images, run),
+        Command::Serve(args) => {
+            crate::serve::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -77,6 +77,9 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Serve the model over HTTP: OpenAI-compatible chat completions with images, a grounding
+    /// endpoint, streaming, metrics.
+    Serve(Box<crate::serve::ServeArgs>),
     /// Debug: the processor's output for a text (and image) as one JSON object.
     Process {
         /// The processor directory (tokenizer.json, tokenizer_config.json,

@@ -16,3 +16,4 @@ pub mod inputs;
 pub mod jsonl;
 pub mod record;
 pub mod run;
+pub mod serve;
