@@ -30,6 +30,7 @@ mod dtype;
 mod error;
 pub mod nn;
 pub mod ops;
+pub mod quant;
 mod shape;
 pub mod simd;
 mod storage;

@@ -9,6 +9,7 @@
 pub(crate) mod bf16_gemm;
 pub(crate) mod dot;
 pub(crate) mod exp;
+pub(crate) mod int8;
 
 use std::cell::Cell;
 use std::sync::OnceLock;

@@ -1,0 +1,201 @@
+//! Dot products of an f32 vector with int8 weight rows, widened to f32 in registers
+//! (`i8 -> i32 -> f32`, then FMA). These are the int8 GEMV (decode) kernels: one weight row per
+//! call, memory-bound. The per-row scale is applied by the caller, so every path computes the
+//! same exact products `x[i] * q[i]` and differs only in summation order.
+
+use super::Isa;
+
+/// `sum_i x[i] * q[i]`. Panics if the lengths differ.
+#[inline]
+pub(crate) fn dot_i8(isa: Isa, x: &[f32], q: &[i8]) -> f32 {
+    assert_eq!(x.len(), q.len(), "dot_i8: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `isa` is only ever a level `Isa::is_supported` returned true for, and the
+        // lengths were checked above.
+        match isa {
+            Isa::Avx512 | Isa::Avx512Bf16 => return unsafe { x86::dot4_avx512(x, [q; 4])[0] },
+            Isa::Avx2 => return unsafe { x86::dot4_avx2(x, [q; 4])[0] },
+            Isa::Scalar => {}
+        }
+    }
+    let _ = isa;
+    scalar_dot(x, q)
+}
+
+/// Four dot products of `x` with four int8 rows (one load of `x` feeds four FMAs).
+#[inline]
+pub(crate) fn dot4_i8(isa: Isa, x: &[f32], q: [&[i8]; 4]) -> [f32; 4] {
+    assert!(
+        q.iter().all(|r| r.len() == x.len()),
+        "dot4_i8: length mismatch"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: as in `dot_i8`.
+        match isa {
+            Isa::Avx512 | Isa::Avx512Bf16 => return unsafe { x86::dot4_avx512(x, q) },
+            Isa::Avx2 => return unsafe { x86::dot4_avx2(x, q) },
+            Isa::Scalar => {}
+        }
+    }
+    let _ = isa;
+    q.map(|r| scalar_dot(x, r))
+}
+
+/// Portable dot product accumulating in 8 independent lanes.
+#[inline(always)]
+fn scalar_dot(x: &[f32], q: &[i8]) -> f32 {
+    let mut acc = [0f32; 8];
+    let xc = x.chunks_exact(8);
+    let qc = q.chunks_exact(8);
+    let (xt, qt) = (xc.remainder(), qc.remainder());
+    for (xv, qv) in xc.zip(qc) {
+        for l in 0..8 {
+            acc[l] += xv[l] * f32::from(qv[l]);
+        }
+    }
+    for (l, (a, &b)) in xt.iter().zip(qt).enumerate() {
+        acc[l] += a * f32::from(b);
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Prefetch the cache line at column `i` of the four rows after `qp` (the GEMV's next quad:
+    /// rows are contiguous, so that is `4 * k` bytes on). Short rows (k = 2048 is 32 lines) give
+    /// the hardware prefetcher too little run-up per stream; this keeps DRAM busy across quads.
+    /// A prefetch never faults, and `wrapping_add` makes no claim that the address is in bounds.
+    #[inline(always)]
+    fn prefetch_next_quad(qp: [*const i8; 4], i: usize, k: usize) {
+        for p in qp {
+            // SAFETY: prefetching has no architectural effect besides the cache.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + 4 * k)) };
+        }
+    }
+
+    /// 16 int8 at `p` widened to f32.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn i8x16(p: *const i8) -> __m512 {
+        // SAFETY: the caller guarantees 16 readable bytes at `p`.
+        let raw = unsafe { _mm_loadu_si128(p as *const __m128i) };
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw))
+    }
+
+    /// The first lanes of `m` of the int8 at `p` widened to f32 (masked-off lanes are zero).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn i8x16_masked(p: *const i8, m: __mmask16) -> __m512 {
+        // SAFETY: masked-off lanes are not read.
+        let raw = unsafe { _mm_maskz_loadu_epi8(m, p) };
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw))
+    }
+
+    /// Four rows at once; 32 columns per step with two accumulators per row.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL and every row must have `x.len()` elements.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn dot4_avx512(x: &[f32], q: [&[i8]; 4]) -> [f32; 4] {
+        let k = x.len();
+        let xp = x.as_ptr();
+        let qp = q.map(|r| r.as_ptr());
+        let mut a = [_mm512_setzero_ps(); 4];
+        let mut b = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY (all loads below): `i + 32 <= k` / `i + 16 <= k` keep the full-width loads in
+        // bounds, and the tail load is masked to the `k - i` remaining elements.
+        unsafe {
+            while i + 32 <= k {
+                if i % 64 == 0 {
+                    prefetch_next_quad(qp, i, k);
+                }
+                let x0 = _mm512_loadu_ps(xp.add(i));
+                let x1 = _mm512_loadu_ps(xp.add(i + 16));
+                for r in 0..4 {
+                    a[r] = _mm512_fmadd_ps(x0, i8x16(qp[r].add(i)), a[r]);
+                    b[r] = _mm512_fmadd_ps(x1, i8x16(qp[r].add(i + 16)), b[r]);
+                }
+                i += 32;
+            }
+            if i + 16 <= k {
+                let x0 = _mm512_loadu_ps(xp.add(i));
+                for r in 0..4 {
+                    a[r] = _mm512_fmadd_ps(x0, i8x16(qp[r].add(i)), a[r]);
+                }
+                i += 16;
+            }
+            if i < k {
+                let m: __mmask16 = (1u16 << (k - i)) - 1;
+                let x0 = _mm512_maskz_loadu_ps(m, xp.add(i));
+                for r in 0..4 {
+                    a[r] = _mm512_fmadd_ps(x0, i8x16_masked(qp[r].add(i), m), a[r]);
+                }
+            }
+        }
+        [0, 1, 2, 3].map(|r| _mm512_reduce_add_ps(_mm512_add_ps(a[r], b[r])))
+    }
+
+    /// 8 int8 at `p` widened to f32.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn i8x8(p: *const i8) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable bytes at `p`.
+        let raw = unsafe { _mm_loadl_epi64(p as *const __m128i) };
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum256(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<0x55>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Four rows at once; 16 columns per step with two accumulators per row, scalar tail.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA, and every row must have `x.len()` elements.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot4_avx2(x: &[f32], q: [&[i8]; 4]) -> [f32; 4] {
+        let k = x.len();
+        let xp = x.as_ptr();
+        let qp = q.map(|r| r.as_ptr());
+        let mut a = [_mm256_setzero_ps(); 4];
+        let mut b = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY (all loads below): `i + 16 <= k` / `i + 8 <= k` keep the loads in bounds.
+        unsafe {
+            while i + 16 <= k {
+                if i % 64 == 0 {
+                    prefetch_next_quad(qp, i, k);
+                }
+                let x0 = _mm256_loadu_ps(xp.add(i));
+                let x1 = _mm256_loadu_ps(xp.add(i + 8));
+                for r in 0..4 {
+                    a[r] = _mm256_fmadd_ps(x0, i8x8(qp[r].add(i)), a[r]);
+                    b[r] = _mm256_fmadd_ps(x1, i8x8(qp[r].add(i + 8)), b[r]);
+                }
+                i += 16;
+            }
+            if i + 8 <= k {
+                let x0 = _mm256_loadu_ps(xp.add(i));
+                for r in 0..4 {
+                    a[r] = _mm256_fmadd_ps(x0, i8x8(qp[r].add(i)), a[r]);
+                }
+                i += 8;
+            }
+        }
+        let mut out = [0f32; 4];
+        for r in 0..4 {
+            let mut s = hsum256(_mm256_add_ps(a[r], b[r]));
+            for j in i..k {
+                s += x[j] * f32::from(q[r][j]);
+            }
+            out[r] = s;
+        }
+        out
+    }
+}
