@@ -470,7 +470,7 @@ impl Report<'_> {
         }
         let _ = writeln!(
             s,
-            " kosmos2-int8 | kosmos2 vs HF f32 | kosmos2 vs HF bf16 |"
+            " kosmos2-int8 | f32: HF / kosmos2 | bf16: HF / kosmos2 |"
         );
         let _ = write!(s, "|---|");
         for _ in self.order {
@@ -507,7 +507,7 @@ impl Report<'_> {
             .collect();
         let _ = writeln!(
             s,
-            "\nCells: median (min–max) over the repetitions. Ratio columns: HF median / kosmos2 median, so > 1 means kosmos2 is faster (in brackets: the ratio of the two best runs, the least disturbed by other load); for peak RSS, kosmos2 / HF. HF runs `from_pretrained(dtype=...)` with its default SDPA attention; its bf16 is bf16 weights and activations, kosmos2's bf16 is bf16 weights with f32 activations. kosmos2 f32 `load` only maps the file (pages fault in during the first forward). kosmos2-int8: n/a, kosmos-tensor has no int8 weight type yet.{}",
+            "\nCells: median (min–max) over the repetitions. Ratio columns: HF median / kosmos2 median, so > 1 means kosmos2 is faster (in brackets: the ratio of the two best runs, the least disturbed by other load); for peak RSS, kosmos2 / HF. HF runs `from_pretrained(dtype=...)` with its default SDPA attention; its bf16 is bf16 weights and activations, kosmos2's bf16 is bf16 weights with f32 activations. kosmos2 f32 `load` only maps the file (pages fault in during the first forward). kosmos2-int8: n/a, the model crates cannot load int8 weights yet (kosmos-tensor has `quant::QuantizedLinear` and int8 GEMV, but no model/facade path uses them).{}",
             if failures.is_empty() {
                 String::new()
             } else {

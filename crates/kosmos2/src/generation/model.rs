@@ -59,7 +59,7 @@ pub struct Logits {
 impl Logits {
     /// Wraps `data` (row-major, `data.len()` a multiple of `vocab`, `vocab ≥ 1`).
     pub fn new(data: Vec<f32>, vocab: usize) -> Result<Self> {
-        if vocab == 0 || data.len() % vocab != 0 {
+        if vocab == 0 || !data.len().is_multiple_of(vocab) {
             return Err(GenerationError::ModelOutput {
                 what: "logits length (a multiple of the vocab size)",
                 expected: vocab.max(1) * (data.len() / vocab.max(1)),
