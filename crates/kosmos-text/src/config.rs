@@ -160,7 +160,7 @@ impl Kosmos2TextConfig {
                 return Err(Error::InvalidConfig(format!("{name} must be > 0")));
             }
         }
-        if self.embed_dim % self.attention_heads != 0 {
+        if self.attention_heads == 0 || !self.embed_dim.is_multiple_of(self.attention_heads) {
             return Err(Error::InvalidConfig(format!(
                 "embed_dim {} is not divisible by attention_heads {}",
                 self.embed_dim, self.attention_heads

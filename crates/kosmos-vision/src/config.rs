@@ -112,7 +112,9 @@ impl Kosmos2VisionConfig {
                 return Err(Error::InvalidConfig(format!("{name} must be > 0")));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(Error::InvalidConfig(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads

@@ -86,10 +86,10 @@ impl VisionEmbeddings {
         let (grid_h, grid_w) = (height / p, width / p);
         // A stride-p conv without padding ignores the trailing rows/columns that do not fill a patch.
         let mut pixels = pixel_values.clone();
-        if height % p != 0 {
+        if !height.is_multiple_of(p) {
             pixels = pixels.narrow(2, 0, grid_h * p)?;
         }
-        if width % p != 0 {
+        if !width.is_multiple_of(p) {
             pixels = pixels.narrow(3, 0, grid_w * p)?;
         }
         // [B, grid_h * grid_w, hidden], patch index = row * grid_w + col.

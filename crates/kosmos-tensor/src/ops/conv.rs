@@ -16,7 +16,7 @@ pub fn patchify_conv(x: &Tensor, w: &Tensor, patch: usize) -> Result<Tensor> {
     }
     super::reject_empty(op, x)?;
     let (b, c, h, wd) = (x.dims()[0], x.dims()[1], x.dims()[2], x.dims()[3]);
-    if patch == 0 || h % patch != 0 || wd % patch != 0 {
+    if patch == 0 || !h.is_multiple_of(patch) || !wd.is_multiple_of(patch) {
         return Err(Error::InvalidArgument {
             op,
             msg: format!("patch {patch} does not tile an image of {h}x{wd}"),
