@@ -40,7 +40,8 @@ fn photos(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
 
 fn processor(dir: &std::path::Path) -> ImageProcessor {
     let cfg = PreprocessorConfig::from_file(
-        &dir.join("kosmos-2-patch14-224").join("preprocessor_config.json"),
+        &dir.join("kosmos-2-patch14-224")
+            .join("preprocessor_config.json"),
     )
     .unwrap_or_default();
     ImageProcessor::new(cfg)
@@ -116,7 +117,10 @@ fn compare_with_hf(dir: &std::path::Path, python: &str) {
         .collect();
     let p = processor(dir);
     let (mut ours_t, mut hf_t, mut k) = (0.0, 0.0, 0.0);
-    println!("\n{:<18} {:>12} {:>12} {:>7}", "image", "HF img/s", "ours img/s", "ratio");
+    println!(
+        "\n{:<18} {:>12} {:>12} {:>7}",
+        "image", "HF img/s", "ours img/s", "ratio"
+    );
     for (name, bytes) in photos(dir) {
         let Some(&(_, h)) = hf.iter().find(|(n, _)| *n == name).as_ref() else {
             continue;

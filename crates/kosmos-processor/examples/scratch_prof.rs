@@ -16,11 +16,11 @@ fn main() {
                 );
             }
             "resize" => {
-                std::hint::black_box(p.preprocess_rgb(&rgb));
+                std::hint::black_box(p.preprocess_rgb(&rgb).unwrap());
             }
             _ => {
                 let rgb = kosmos_processor::image::decode_rgb(&bytes, &Default::default()).unwrap();
-                std::hint::black_box(p.preprocess_rgb(&rgb));
+                std::hint::black_box(p.preprocess_rgb(&rgb).unwrap());
             }
         }
     }

@@ -27,13 +27,13 @@ fn main() {
         let mut rs = std::time::Duration::MAX;
         for _ in 0..n {
             let t = std::time::Instant::now();
-            std::hint::black_box(p.resize_and_crop(&rgb));
+            std::hint::black_box(p.resize_and_crop(&rgb).unwrap());
             rs = rs.min(t.elapsed());
         }
         let mut all = std::time::Duration::MAX;
         for _ in 0..n {
             let t = std::time::Instant::now();
-            std::hint::black_box(p.preprocess_rgb(&rgb));
+            std::hint::black_box(p.preprocess_rgb(&rgb).unwrap());
             all = all.min(t.elapsed());
         }
         println!("{name:18} decode {dec:>10.2?} resize {rs:>10.2?} resize+norm {all:>10.2?}");

@@ -8,7 +8,7 @@
 //! - 16-bit RGB(A) and grey+alpha PNGs keep the high byte (Pillow's `;16B` unpackers);
 //!   16-bit grey (`I;16`) is **clipped** to 255, as Pillow's `I;16 → RGB` conversion does;
 //! - CMYK JPEGs are converted with Pillow's `cmyk2rgb` (see [`crate::jpeg`]);
-//! - GIFs give their first frame.
+//! - GIFs give their first frame, on Pillow's canvas (see [`crate::gif`]).
 //!
 //! **EXIF orientation is not applied**, because HF does not apply it either: a photo
 //! whose EXIF says "rotate 90°" is processed as stored, exactly as in Python.
@@ -122,6 +122,10 @@ impl Default for DecodeLimits {
 }
 
 impl DecodeLimits {
+    pub(crate) fn check_dims(&self, width: u64, height: u64) -> Result<(), ImageError> {
+        self.check(width, height)
+    }
+
     fn check(&self, width: u64, height: u64) -> Result<(), ImageError> {
         if width == 0 || height == 0 {
             return Err(ImageError::Empty);
@@ -166,8 +170,10 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Image
         .with_guessed_format()
         .map_err(|_| ImageError::UnknownFormat)?;
     let format = reader.format().ok_or(ImageError::UnknownFormat)?;
-    if format == ImageFormat::Jpeg {
-        return crate::jpeg::decode_rgb(bytes, limits.max_pixels);
+    match format {
+        ImageFormat::Jpeg => return crate::jpeg::decode_rgb(bytes, limits.max_pixels),
+        ImageFormat::Gif => return crate::gif::decode_rgb(bytes, limits),
+        _ => {}
     }
     let decode_err = |e: image::ImageError| ImageError::Decode {
         format: format!("{format:?}"),
@@ -230,13 +236,17 @@ fn raw_to_rgb(
     let n = w as usize * h as usize;
     let need = n * usize::from(color.bytes_per_pixel());
     if data.len() < need {
-        return Err(ImageError::UnsupportedPixelFormat("inconsistent buffer size".into()));
+        return Err(ImageError::UnsupportedPixelFormat(
+            "inconsistent buffer size".into(),
+        ));
     }
     let data = &data[..need];
     let mut out = crate::scratch::take_u8(n * 3);
     let px = out.chunks_exact_mut(3);
     let u16s = |b: &[u8]| -> Vec<u16> {
-        b.chunks_exact(2).map(|c| u16::from_ne_bytes([c[0], c[1]])).collect()
+        b.chunks_exact(2)
+            .map(|c| u16::from_ne_bytes([c[0], c[1]]))
+            .collect()
     };
     match color {
         C::Rgb8 => out.copy_from_slice(data),

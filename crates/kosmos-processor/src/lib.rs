@@ -33,6 +33,7 @@
 pub mod boxes;
 pub mod config;
 pub mod error;
+pub mod gif;
 pub mod image;
 pub mod jpeg;
 pub mod postprocess;

@@ -106,8 +106,11 @@ impl ImageProcessor {
     }
 
     /// Resizes and crops an RGB image, returning the 8-bit result (`h × w × 3`).
-    pub fn resize_and_crop(&self, img: &RgbImage) -> RgbImage {
+    pub fn resize_and_crop(&self, img: &RgbImage) -> Result<RgbImage, ImageError> {
         let (mut w, mut h) = (img.width() as usize, img.height() as usize);
+        if w == 0 || h == 0 {
+            return Err(ImageError::Empty);
+        }
         let mut data = if self.config.do_resize {
             let (oh, ow) = self.resize_size(w, h);
             let out = resize_rgb8(
@@ -128,13 +131,13 @@ impl ImageProcessor {
         {
             (data, w, h) = center_crop(&data, w, h, self.config.crop_size);
         }
-        // The sizes are consistent by construction.
-        RgbImage::from_raw(w as u32, h as u32, data).unwrap_or_default()
+        RgbImage::from_raw(w as u32, h as u32, data)
+            .ok_or_else(|| ImageError::UnsupportedPixelFormat("inconsistent buffer size".into()))
     }
 
     /// Preprocesses one RGB image to `[3, H, W]`.
-    pub fn preprocess_rgb(&self, img: &RgbImage) -> Array3<f32> {
-        let out = self.resize_and_crop(img);
+    pub fn preprocess_rgb(&self, img: &RgbImage) -> Result<Array3<f32>, ImageError> {
+        let out = self.resize_and_crop(img)?;
         let (w, h) = (out.width() as usize, out.height() as usize);
         let mut arr = Array3::<f32>::zeros((3, h, w));
         let plane = h * w;
@@ -148,7 +151,7 @@ impl ImageProcessor {
             }
         }
         crate::scratch::give_u8(out.into_raw());
-        arr
+        Ok(arr)
     }
 
     /// Loads and preprocesses one image.
@@ -156,7 +159,7 @@ impl ImageProcessor {
         let rgb = load_rgb(input, &self.limits)?;
         let out = self.preprocess_rgb(&rgb);
         crate::scratch::give_u8(rgb.into_raw());
-        Ok(out)
+        out
     }
 
     /// Decodes encoded image bytes and preprocesses them (no copy of the bytes).
@@ -164,7 +167,7 @@ impl ImageProcessor {
         let rgb = crate::image::decode_rgb(bytes, &self.limits)?;
         let out = self.preprocess_rgb(&rgb);
         crate::scratch::give_u8(rgb.into_raw());
-        Ok(out)
+        out
     }
 
     /// Loads and preprocesses a batch into `[B, 3, H, W]`.
@@ -267,6 +270,15 @@ mod tests {
         assert_eq!((w, h), (3, 3));
         assert_eq!(&out[12..15], &data[..3]);
         assert_eq!(out.iter().filter(|&&v| v != 0).count(), 2);
+    }
+
+    #[test]
+    fn empty_image_is_an_error() {
+        let p = ImageProcessor::new(PreprocessorConfig::kosmos2());
+        assert!(matches!(
+            p.preprocess_rgb(&RgbImage::new(0, 5)),
+            Err(ImageError::Empty)
+        ));
     }
 
     #[test]

@@ -177,7 +177,7 @@ fn resolve(
     };
     let truncate = if truncation { max_length } else { None };
     if let (Some(_), Some(n), Some(m)) = (pad, truncate, pad_to_multiple_of) {
-        if m == 0 || n % m != 0 {
+        if m == 0 || !n.is_multiple_of(m) {
             return Err(ProcessorError::InvalidOption(format!(
                 "Truncation and padding are both activated but truncation length ({n}) is not a multiple of pad_to_multiple_of ({m})."
             )));
@@ -364,7 +364,7 @@ impl Kosmos2Processor {
             let row = self
                 .tokenizer
                 .encode(t, tok_special, strat.truncate.map(|n| (n, trunc_side)))
-                .map_err(|message| ProcessorError::Encode { item, message })?;
+                .map_err(|e| ProcessorError::Encode { item, message: e.0 })?;
             ids.push(row);
         }
         let mut attention: Vec<Vec<u8>> = ids.iter().map(|r| vec![1u8; r.len()]).collect();
@@ -449,9 +449,9 @@ impl Kosmos2Processor {
                 tok_special,
                 strat2.truncate.map(|n| (n, trunc_side)),
             )
-            .map_err(|message| ProcessorError::Encode {
+            .map_err(|e| ProcessorError::Encode {
                 item: max_idx,
-                message,
+                message: e.0,
             })?;
         let max_len_padded = match strat2.pad {
             None => longest.len(),
@@ -518,7 +518,7 @@ fn longest_index(lens: &[usize]) -> usize {
 /// `tokenizers`' pad-to-multiple rule (a zero multiple is ignored).
 fn round_up(len: usize, multiple: Option<usize>) -> usize {
     match multiple {
-        Some(m) if m > 0 && len % m != 0 => len + m - len % m,
+        Some(m) if m > 0 && !len.is_multiple_of(m) => len + m - len % m,
         _ => len,
     }
 }

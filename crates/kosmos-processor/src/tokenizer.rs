@@ -47,6 +47,11 @@ pub fn patch_index_token(k: usize) -> String {
     format!("<patch_index_{k:04}>")
 }
 
+/// The `tokenizers` library failed on a text (its message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tokenization failed: {0}")]
+pub struct TokenizeError(pub String);
+
 /// Ids of the special tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecialIds {
@@ -196,11 +201,11 @@ impl KosmosTokenizer {
         text: &str,
         add_special_tokens: bool,
         truncate_to: Option<(usize, PaddingSide)>,
-    ) -> Result<Vec<u32>, String> {
+    ) -> Result<Vec<u32>, TokenizeError> {
         let mut enc: Encoding = self
             .inner
             .encode_fast(text, false)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| TokenizeError(e.to_string()))?;
         if let Some((max_length, side)) = truncate_to {
             let n_added = self
                 .inner
@@ -222,7 +227,7 @@ impl KosmosTokenizer {
         let enc = self
             .inner
             .post_process(enc, None, add_special_tokens)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| TokenizeError(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 

@@ -63,7 +63,7 @@ fn pixel_values_are_bit_exact() {
                 ..PreprocessorConfig::kosmos2()
             });
             one = one.with_limits(*proc.limits());
-            let got = one.preprocess_rgb(&img);
+            let got = one.preprocess_rgb(&img).expect("preprocess");
             assert_eq!(
                 got[[c, 0, 0]].to_bits(),
                 lut[c * 256 + v as usize].to_bits(),
@@ -84,7 +84,7 @@ fn pixel_values_are_bit_exact() {
             assert_eq!(t.shape(), &[3, 224, 224]);
             let rgb = kosmos_processor::image::load_rgb(&input, proc.limits())
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            let resized = proc.resize_and_crop(&rgb);
+            let resized = proc.resize_and_crop(&rgb).expect("resize");
             let (w, h) = (resized.width() as usize, resized.height() as usize);
             assert_eq!((h, w), (224, 224), "{name}");
             let mut chw = vec![0u8; 3 * h * w];

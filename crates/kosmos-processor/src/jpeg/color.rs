@@ -41,7 +41,7 @@ pub(crate) enum Method {
 
 impl Method {
     pub(crate) fn choose(p: &Plane, max_h: usize, max_v: usize) -> Result<Self, JpegError> {
-        if max_h % p.h != 0 || max_v % p.v != 0 {
+        if !max_h.is_multiple_of(p.h) || !max_v.is_multiple_of(p.v) {
             return Err(JpegError::Unsupported("fractional sampling factors".into()));
         }
         let (hx, vx) = (max_h / p.h, max_v / p.v);
@@ -68,7 +68,7 @@ pub(crate) fn upsample_row(p: &Plane, m: Method, y: usize, out: &mut [u8], tmp: 
         }
         Method::H1v2Fancy => {
             let r = y / 2;
-            let (near, bias) = if y % 2 == 0 {
+            let (near, bias) = if y.is_multiple_of(2) {
                 (r.saturating_sub(1), 1)
             } else {
                 ((r + 1).min(last), 2)
@@ -80,7 +80,7 @@ pub(crate) fn upsample_row(p: &Plane, m: Method, y: usize, out: &mut [u8], tmp: 
         }
         Method::H2v2Fancy => {
             let r = y / 2;
-            let near = if y % 2 == 0 {
+            let near = if y.is_multiple_of(2) {
                 r.saturating_sub(1)
             } else {
                 (r + 1).min(last)

@@ -77,6 +77,16 @@ impl HuffTable {
     }
 }
 
+/// The data ended inside a scan (a zero-sized error keeps the hot results in registers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Truncated;
+
+impl From<Truncated> for JpegError {
+    fn from(_: Truncated) -> Self {
+        JpegError::Truncated
+    }
+}
+
 /// The entropy-coded segment reader (libjpeg `jpeg_fill_bit_buffer`).
 #[derive(Debug)]
 pub(crate) struct BitReader<'a> {
@@ -108,7 +118,26 @@ impl<'a> BitReader<'a> {
     }
 
     /// Loads bytes into the accumulator; stops early at the end of the data.
+    #[inline(never)]
     fn fill(&mut self) {
+        // Fast path: the next 8 bytes hold no 0xFF (no stuffing, no marker).
+        if self.marker.is_none() {
+            if let Some(b) = self.data.get(self.pos..self.pos + 8) {
+                let chunk = u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+                let x = !chunk; // 0xFF bytes become zero bytes
+                let has_ff = x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080;
+                if has_ff == 0 {
+                    let k = (64 - self.nbits) / 8; // whole bytes that fit
+                    if k > 0 {
+                        let take = chunk >> (64 - 8 * k);
+                        self.acc |= take << (64 - self.nbits - 8 * k);
+                        self.nbits += 8 * k;
+                        self.pos += k as usize;
+                    }
+                    return;
+                }
+            }
+        }
         while self.nbits <= 56 {
             let byte = if self.marker.is_some() {
                 0
@@ -148,15 +177,15 @@ impl<'a> BitReader<'a> {
         }
     }
 
-    #[inline]
-    pub(crate) fn bits(&mut self, n: u32) -> Result<u32, JpegError> {
+    #[inline(always)]
+    pub(crate) fn bits(&mut self, n: u32) -> Result<u32, Truncated> {
         if n == 0 {
             return Ok(0);
         }
         if self.nbits < n {
             self.fill();
             if self.nbits < n {
-                return Err(JpegError::Truncated);
+                return Err(Truncated);
             }
         }
         let v = (self.acc >> (64 - n)) as u32;
@@ -165,24 +194,32 @@ impl<'a> BitReader<'a> {
         Ok(v)
     }
 
-    #[inline]
-    pub(crate) fn bit(&mut self) -> Result<bool, JpegError> {
+    #[inline(always)]
+    pub(crate) fn bit(&mut self) -> Result<bool, Truncated> {
         Ok(self.bits(1)? != 0)
     }
 
     /// Decodes one Huffman symbol; an invalid code yields 0 like libjpeg.
-    pub(crate) fn decode(&mut self, t: &HuffTable) -> Result<u8, JpegError> {
+    #[inline(always)]
+    pub(crate) fn decode(&mut self, t: &HuffTable) -> Result<u8, Truncated> {
         if self.nbits < 16 {
             self.fill();
         }
         let peek = (self.acc >> (64 - LOOKAHEAD)) as usize;
         let e = t.lookup[peek];
-        if e != 0 && u32::from(e >> 8) <= self.nbits {
-            let len = u32::from(e >> 8);
+        let len = u32::from(e >> 8);
+        if e != 0 && len <= self.nbits {
             self.acc <<= len;
             self.nbits -= len;
             return Ok(e as u8);
         }
+        self.decode_slow(t)
+    }
+
+    /// Codes longer than the lookahead, bit by bit.
+    #[cold]
+    #[inline(never)]
+    fn decode_slow(&mut self, t: &HuffTable) -> Result<u8, Truncated> {
         let mut code = 0i32;
         for len in 1..=16usize {
             code = (code << 1) | self.bits(1)? as i32;

@@ -501,10 +501,14 @@ mod tests {
                 }
                 quant[k] = (1 + next() % if case % 5 == 0 { 255 } else { 16 }) as u16;
             }
-            let (mut a, mut b) = ([0u8; 64], [0u8; 64]);
+            let (mut a, mut b, mut c) = ([0u8; 64], [0u8; 64], [0u8; 64]);
             idct_islow(&coef, &quant, &mut a, 8);
             idct_block(&coef, &quant, &mut b, 8);
             assert_eq!(a, b, "case {case}");
+            // The portable 8-lane version, when it accepts the block.
+            if idct_lanes(&coef, &quant, &mut c, 8) {
+                assert_eq!(a, c, "portable lanes, case {case}");
+            }
         }
     }
 
