@@ -175,9 +175,17 @@ impl ImageProcessor {
         &self,
         inputs: &[ImageInput],
     ) -> Result<PixelValues, crate::error::ProcessorError> {
+        self.preprocess_iter(inputs.iter())
+    }
+
+    /// [`Self::preprocess`] over borrowed inputs.
+    pub fn preprocess_iter<'a>(
+        &self,
+        inputs: impl Iterator<Item = &'a ImageInput>,
+    ) -> Result<PixelValues, crate::error::ProcessorError> {
         use crate::error::ProcessorError;
-        let mut planes = Vec::with_capacity(inputs.len());
-        for (item, input) in inputs.iter().enumerate() {
+        let mut planes = Vec::new();
+        for (item, input) in inputs.enumerate() {
             planes.push(
                 self.preprocess_one(input)
                     .map_err(|source| ProcessorError::Image { item, source })?,

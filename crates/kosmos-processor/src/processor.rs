@@ -322,14 +322,8 @@ impl Kosmos2Processor {
         batched: bool,
     ) -> Result<ProcessorOutput, ProcessorError> {
         let has_images = self.check_images(inputs)?;
-        let pixel_values = if has_images {
-            let images: Vec<ImageInput> = inputs.iter().filter_map(|i| i.image.clone()).collect();
-            Some(self.image_processor.preprocess(&images)?)
-        } else {
-            None
-        };
-
-        // preprocess_examples, then the literal "<s>" prefix.
+        // preprocess_examples (cheap, validates the boxes) before decoding any image, then
+        // the literal "<s>" prefix.
         let bos_text = &self.tokenizer.config().bos_token;
         let texts: Vec<String> = self
             .preprocess_examples(inputs, opts)?
@@ -342,6 +336,12 @@ impl Kosmos2Processor {
                 }
             })
             .collect();
+        let pixel_values = if has_images {
+            let images = inputs.iter().filter_map(|i| i.image.as_ref());
+            Some(self.image_processor.preprocess_iter(images)?)
+        } else {
+            None
+        };
         let tok_special = opts.add_special_tokens && opts.add_eos_token;
         let side = opts.padding_side.unwrap_or(self.padding_side);
         let trunc_side = self.tokenizer.config().truncation_side;

@@ -61,6 +61,31 @@ pub(crate) fn take_u8(len: usize) -> Vec<u8> {
     U8.with(|p| take(p, len))
 }
 
+/// A byte buffer of `len` whose content is unspecified (old data of a kept buffer, or
+/// zeros): for outputs that the caller overwrites entirely.
+pub(crate) fn take_u8_dirty(len: usize) -> Vec<u8> {
+    U8.with(|p| {
+        let mut pool = p.borrow_mut();
+        let pick = pool
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.len() >= len)
+            .min_by_key(|(_, v)| v.len())
+            .map(|(i, _)| i);
+        match pick {
+            Some(i) => {
+                let mut v = pool.swap_remove(i);
+                v.truncate(len);
+                v
+            }
+            None => {
+                drop(pool);
+                U8.with(|p| take(p, len))
+            }
+        }
+    })
+}
+
 /// Returns a byte buffer for reuse.
 pub(crate) fn give_u8(v: Vec<u8>) {
     U8.with(|p| give(p, v));

@@ -277,7 +277,7 @@ pub(crate) fn extend(r: u32, s: u32) -> i32 {
 /// Baseline (sequential) block: DC difference and AC run-lengths (`decode_mcu_slow`).
 pub(crate) fn decode_block_baseline(
     r: &mut BitReader<'_>,
-    block: &mut [i16],
+    block: &mut [i16; 64],
     dc: &HuffTable,
     ac: &HuffTable,
     last_dc: &mut i32,
@@ -309,7 +309,7 @@ pub(crate) fn decode_block_baseline(
 /// Progressive DC scan, first pass (`decode_mcu_DC_first`).
 pub(crate) fn decode_dc_first(
     r: &mut BitReader<'_>,
-    block: &mut [i16],
+    block: &mut [i16; 64],
     dc: &HuffTable,
     last_dc: &mut i32,
     al: u32,
@@ -324,7 +324,7 @@ pub(crate) fn decode_dc_first(
 /// Progressive DC scan, refinement (`decode_mcu_DC_refine`).
 pub(crate) fn decode_dc_refine(
     r: &mut BitReader<'_>,
-    block: &mut [i16],
+    block: &mut [i16; 64],
     al: u32,
 ) -> Result<(), JpegError> {
     if r.bit()? {
@@ -336,7 +336,7 @@ pub(crate) fn decode_dc_refine(
 /// Progressive AC scan, first pass (`decode_mcu_AC_first`).
 pub(crate) fn decode_ac_first(
     r: &mut BitReader<'_>,
-    block: &mut [i16],
+    block: &mut [i16; 64],
     ac: &HuffTable,
     (ss, se, al): (usize, usize, u32),
     eobrun: &mut u32,
@@ -369,17 +369,66 @@ pub(crate) fn decode_ac_first(
     Ok(())
 }
 
+/// Bit `i` set when `block[i] != 0`.
+#[inline(always)]
+fn nonzero_mask(block: &[i16; 64]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        let mut mask = 0u64;
+        for j in 0..8 {
+            // SAFETY: SSE2 is part of x86_64; `block` holds 64 i16, so the 8 loads of
+            // 8 lanes at `8 * j` stay inside it.
+            let m = unsafe {
+                let v = _mm_loadu_si128(block.as_ptr().add(8 * j).cast());
+                let z = _mm_cmpeq_epi16(v, _mm_setzero_si128());
+                _mm_movemask_epi8(_mm_packs_epi16(z, z)) as u64 & 0xFF
+            };
+            mask |= (!m & 0xFF) << (8 * j);
+        }
+        mask
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let mut mask = 0u64;
+        for (i, &c) in block.iter().enumerate() {
+            mask |= u64::from(c != 0) << i;
+        }
+        mask
+    }
+}
+
+/// `ZIGZAG_BITS[row][byte]`: the zig-zag positions (as bits) of the non-zero flags `byte`
+/// of natural-order row `row`. Turns a natural-order mask into a zig-zag-order one.
+static ZIGZAG_BITS: std::sync::LazyLock<Box<[[u64; 256]; 8]>> = std::sync::LazyLock::new(|| {
+    let mut zz_of = [0usize; 64];
+    for (k, &n) in NATURAL_ORDER[..64].iter().enumerate() {
+        zz_of[n] = k;
+    }
+    let mut t = Box::new([[0u64; 256]; 8]);
+    for (row, table) in t.iter_mut().enumerate() {
+        for (byte, out) in table.iter_mut().enumerate() {
+            for col in 0..8 {
+                if byte & (1 << col) != 0 {
+                    *out |= 1 << zz_of[row * 8 + col];
+                }
+            }
+        }
+    }
+    t
+});
+
 /// Progressive AC scan, refinement (`decode_mcu_AC_refine`).
 pub(crate) fn decode_ac_refine(
     r: &mut BitReader<'_>,
-    block: &mut [i16],
+    block: &mut [i16; 64],
     ac: &HuffTable,
     (ss, se, al): (usize, usize, u32),
     eobrun: &mut u32,
 ) -> Result<(), JpegError> {
     let p1 = (1i32 << al) as i16;
     let m1 = ((-1i32) << al) as i16;
-    let refine = |c: &mut i16, r: &mut BitReader<'_>| -> Result<(), JpegError> {
+    let refine = |c: &mut i16, r: &mut BitReader<'_>| -> Result<(), Truncated> {
         if r.bit()? && (*c & p1) == 0 {
             *c = if *c >= 0 {
                 c.wrapping_add(p1)
@@ -389,6 +438,7 @@ pub(crate) fn decode_ac_refine(
         }
         Ok(())
     };
+    let se = se.min(63);
     let mut k = ss;
     if *eobrun == 0 {
         while k <= se {
@@ -426,12 +476,25 @@ pub(crate) fn decode_ac_refine(
         }
     }
     if *eobrun > 0 {
-        while k <= se {
-            let pos = NATURAL_ORDER[k];
-            if block[pos] != 0 {
-                refine(&mut block[pos], r)?;
-            }
-            k += 1;
+        // Only the already-nonzero coefficients of the band take a correction bit, in
+        // zig-zag order: build the band's non-zero mask in zig-zag bit order.
+        let natural = nonzero_mask(block);
+        let tables = &**ZIGZAG_BITS;
+        let mut mask = 0u64;
+        for (row, table) in tables.iter().enumerate() {
+            mask |= table[((natural >> (8 * row)) & 0xFF) as usize];
+        }
+        let below_k = if k >= 64 { u64::MAX } else { (1u64 << k) - 1 };
+        let upto_se = if se >= 63 {
+            u64::MAX
+        } else {
+            (1u64 << (se + 1)) - 1
+        };
+        mask &= upto_se & !below_k;
+        while mask != 0 {
+            let k = mask.trailing_zeros() as usize;
+            refine(&mut block[NATURAL_ORDER[k]], r)?;
+            mask &= mask - 1;
         }
         *eobrun -= 1;
     }
@@ -441,6 +504,30 @@ pub(crate) fn decode_ac_refine(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zigzag_tables_map_every_position() {
+        for (k, &n) in NATURAL_ORDER[..64].iter().enumerate() {
+            let natural = 1u64 << n;
+            let row = n / 8;
+            assert_eq!(
+                ZIGZAG_BITS[row][((natural >> (8 * row)) & 0xFF) as usize],
+                1 << k
+            );
+        }
+    }
+
+    #[test]
+    fn nonzero_mask_bits() {
+        let mut b = [0i16; 64];
+        for i in [0, 7, 8, 31, 63] {
+            b[i] = -3;
+        }
+        assert_eq!(
+            nonzero_mask(&b),
+            (1 << 0) | (1 << 7) | (1 << 8) | (1 << 31) | (1 << 63)
+        );
+    }
 
     #[test]
     fn extend_values() {

@@ -79,6 +79,77 @@ struct Decoder {
     scans: usize,
 }
 
+/// The entropy-coding mode of one scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScanKind {
+    Baseline,
+    DcFirst,
+    DcRefine,
+    AcFirst,
+    AcRefine,
+}
+
+/// What the MCU walk of one scan needs.
+#[derive(Debug)]
+struct Scan<'a> {
+    /// Frame component index of each scan component.
+    idx: &'a [usize],
+    /// `(scan component, dy, dx)` of every block of an MCU, in coding order.
+    layout: &'a [(usize, usize, usize)],
+    mcus: (usize, usize),
+    interleaved: bool,
+    restart_interval: usize,
+}
+
+/// Predictors and EOB run, reset at every restart marker.
+#[derive(Debug, Default)]
+struct ScanState {
+    last_dc: [i32; 4],
+    eobrun: u32,
+}
+
+/// Walks the MCUs of a scan, calling `f(reader, block, scan component, state)` for every
+/// block in coding order; `f` is monomorphised per scan kind.
+fn run_scan<F>(
+    comps: &mut [Component],
+    scan: &Scan<'_>,
+    r: &mut BitReader<'_>,
+    mut f: F,
+) -> Result<(), JpegError>
+where
+    F: FnMut(&mut BitReader<'_>, &mut [i16; 64], usize, &mut ScanState) -> Result<(), JpegError>,
+{
+    let mut st = ScanState::default();
+    let (mcus_x, mcus_y) = scan.mcus;
+    let mut todo = scan.restart_interval;
+    for my in 0..mcus_y {
+        for mx in 0..mcus_x {
+            if scan.restart_interval > 0 {
+                if todo == 0 {
+                    r.restart();
+                    st = ScanState::default();
+                    todo = scan.restart_interval;
+                }
+                todo -= 1;
+            }
+            for &(k, dy, dx) in scan.layout {
+                let c = &mut comps[scan.idx[k]];
+                let (col, row) = if scan.interleaved {
+                    (mx * c.h + dx, my * c.v + dy)
+                } else {
+                    (mx, my)
+                };
+                let off = (row * c.grid_w + col) * 64;
+                let block: &mut [i16; 64] = (&mut c.coefs[off..off + 64])
+                    .try_into()
+                    .map_err(|_| JpegError::Corrupt("block outside the coefficient grid".into()))?;
+                f(r, block, k, &mut st)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn be16(d: &[u8], i: usize) -> Result<usize, JpegError> {
     match (d.get(i), d.get(i + 1)) {
         (Some(&a), Some(&b)) => Ok(usize::from(a) << 8 | usize::from(b)),
@@ -353,94 +424,78 @@ impl Decoder {
         }
         self.scans += 1;
 
-        let mut r = BitReader::new(data, start);
-        let mut last_dc = [0i32; 4];
-        let mut eobrun = 0u32;
+        let kind = match (self.progressive, ss, ah) {
+            (false, _, _) => ScanKind::Baseline,
+            (true, 0, 0) => ScanKind::DcFirst,
+            (true, 0, _) => ScanKind::DcRefine,
+            (true, _, 0) => ScanKind::AcFirst,
+            (true, _, _) => ScanKind::AcRefine,
+        };
         let (mcus_x, mcus_y) = if ns == 1 {
             let c = &self.comps[idx[0]];
             (c.width_in_blocks, c.height_in_blocks)
         } else {
             (self.mcux, self.mcuy)
         };
-        let total = mcus_x * mcus_y;
-        let mut todo = self.restart_interval;
-        for m in 0..total {
-            if self.restart_interval > 0 {
-                if todo == 0 {
-                    r.restart();
-                    last_dc = [0; 4];
-                    eobrun = 0;
-                    todo = self.restart_interval;
-                }
-                todo -= 1;
-            }
-            let (mx, my) = (m % mcus_x, m / mcus_x);
-            for (k, &ci) in idx.iter().enumerate() {
-                let (h, v) = if ns == 1 {
-                    (1, 1)
-                } else {
-                    (self.comps[ci].h, self.comps[ci].v)
-                };
-                for by in 0..v {
-                    for bx in 0..h {
-                        let (col, row) = (mx * h + bx, my * v + by);
-                        self.block(
-                            ci,
-                            col,
-                            row,
-                            k,
-                            &tables,
-                            (ss, se, ah, al),
-                            &mut r,
-                            &mut last_dc,
-                            &mut eobrun,
-                        )?;
-                    }
+        // `(scan component, dy, dx)` of every block of one MCU, in coding order.
+        let mut layout: Vec<(usize, usize, usize)> = Vec::new();
+        for (k, &ci) in idx.iter().enumerate() {
+            let (h, v) = if ns == 1 {
+                (1, 1)
+            } else {
+                (self.comps[ci].h, self.comps[ci].v)
+            };
+            for dy in 0..v {
+                for dx in 0..h {
+                    layout.push((k, dy, dx));
                 }
             }
         }
+        let scan = Scan {
+            idx: &idx,
+            layout: &layout,
+            mcus: (mcus_x, mcus_y),
+            interleaved: ns > 1,
+            restart_interval: self.restart_interval,
+        };
+        let comps = &mut self.comps;
+        let missing = || JpegError::Corrupt("missing Huffman table".into());
+        let dc: Vec<Option<&HuffTable>> = tables
+            .iter()
+            .map(|&(td, _)| self.dc_tables[td].as_ref())
+            .collect();
+        let ac: Vec<Option<&HuffTable>> = tables
+            .iter()
+            .map(|&(_, ta)| self.ac_tables[ta].as_ref())
+            .collect();
+        let mut r = BitReader::new(data, start);
+        match kind {
+            ScanKind::Baseline => run_scan(comps, &scan, &mut r, |r, b, k, st| {
+                let (dc, ac) = (dc[k].ok_or_else(missing)?, ac[k].ok_or_else(missing)?);
+                entropy::decode_block_baseline(r, b, dc, ac, &mut st.last_dc[k])
+            }),
+            ScanKind::DcFirst => run_scan(comps, &scan, &mut r, |r, b, k, st| {
+                let dc = dc[k].ok_or_else(missing)?;
+                entropy::decode_dc_first(r, b, dc, &mut st.last_dc[k], al)
+            }),
+            ScanKind::DcRefine => run_scan(comps, &scan, &mut r, |r, b, _, _| {
+                entropy::decode_dc_refine(r, b, al)
+            }),
+            ScanKind::AcFirst => {
+                let ac = ac[0].ok_or_else(missing)?;
+                run_scan(comps, &scan, &mut r, |r, b, _, st| {
+                    entropy::decode_ac_first(r, b, ac, (ss, se, al), &mut st.eobrun)
+                })
+            }
+            ScanKind::AcRefine => {
+                let ac = ac[0].ok_or_else(missing)?;
+                run_scan(comps, &scan, &mut r, |r, b, _, st| {
+                    entropy::decode_ac_refine(r, b, ac, (ss, se, al), &mut st.eobrun)
+                })
+            }
+        }?;
         // Continue marker parsing where the entropy data stopped.
         Ok(r.position())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn block(
-        &mut self,
-        ci: usize,
-        col: usize,
-        row: usize,
-        k: usize,
-        tables: &[(usize, usize)],
-        (ss, se, ah, al): (usize, usize, u32, u32),
-        r: &mut BitReader<'_>,
-        last_dc: &mut [i32; 4],
-        eobrun: &mut u32,
-    ) -> Result<(), JpegError> {
-        let c = &mut self.comps[ci];
-        let off = (row * c.grid_w + col) * 64;
-        let block = &mut c.coefs[off..off + 64];
-        let (td, ta) = tables[k];
-        let missing = || JpegError::Corrupt("missing Huffman table".into());
-        if !self.progressive {
-            let dc = self.dc_tables[td].as_ref().ok_or_else(missing)?;
-            let ac = self.ac_tables[ta].as_ref().ok_or_else(missing)?;
-            return entropy::decode_block_baseline(r, block, dc, ac, &mut last_dc[k]);
-        }
-        if ss == 0 {
-            if ah == 0 {
-                let dc = self.dc_tables[td].as_ref().ok_or_else(missing)?;
-                entropy::decode_dc_first(r, block, dc, &mut last_dc[k], al)
-            } else {
-                entropy::decode_dc_refine(r, block, al)
-            }
-        } else {
-            let ac = self.ac_tables[ta].as_ref().ok_or_else(missing)?;
-            if ah == 0 {
-                entropy::decode_ac_first(r, block, ac, (ss, se, al), eobrun)
-            } else {
-                entropy::decode_ac_refine(r, block, ac, (ss, se, al), eobrun)
-            }
-        }
     }
 
     fn color_space(&self) -> ColorSpace {
@@ -480,7 +535,8 @@ impl Decoder {
         for c in &mut self.comps {
             let quant = c.quant.unwrap_or([0; 64]);
             let stride = c.width_in_blocks * 8;
-            let mut data = crate::scratch::take_u8(stride * c.height_in_blocks * 8);
+            // Every byte is written by the IDCT: no need to zero it.
+            let mut data = crate::scratch::take_u8_dirty(stride * c.height_in_blocks * 8);
             for by in 0..c.height_in_blocks {
                 for bx in 0..c.width_in_blocks {
                     let off = (by * c.grid_w + bx) * 64;
@@ -508,12 +564,26 @@ impl Decoder {
         let conv = color::Converter::new(self.color_space());
         let mut rows = vec![vec![0u8; w]; planes.len()];
         let mut tmp = vec![0u8; 2 * planes.iter().map(|p| p.width).max().unwrap_or(0) + 2];
-        let mut rgb = crate::scratch::take_u8(w * h * 3);
+        let mut rgb = crate::scratch::take_u8_dirty(w * h * 3);
         for (y, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
             for ((p, &m), row) in planes.iter().zip(&methods).zip(rows.iter_mut()) {
-                color::upsample_row(p, m, y, row, &mut tmp);
+                if m != color::Method::Full {
+                    color::upsample_row(p, m, y, row, &mut tmp);
+                }
             }
-            let refs: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
+            // Full-size components are read straight from their planes.
+            let refs: Vec<&[u8]> = planes
+                .iter()
+                .zip(&methods)
+                .zip(&rows)
+                .map(|((p, &m), row)| {
+                    if m == color::Method::Full {
+                        &p.data[y * p.stride..y * p.stride + w]
+                    } else {
+                        row.as_slice()
+                    }
+                })
+                .collect();
             conv.convert(&refs, out);
         }
         for p in planes {
