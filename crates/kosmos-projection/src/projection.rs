@@ -40,10 +40,7 @@ impl ImageToTextProjection {
         config.validate()?;
         let k = ProjectionKeys::new();
         let (d, dv) = (config.embed_dim, config.vision_hidden_size);
-        let dense = Linear::new(
-            store.get(&k.dense.weight, &[d, dv], dtype, device)?,
-            Some(store.get(&k.dense.bias, &[d], dtype, device)?),
-        );
+        let dense = k.dense.load(store, d, dv, dtype, device)?;
         let latent_query = store.get(
             &k.latent_query,
             &[config.latent_query_num, d],

@@ -5,44 +5,10 @@ use crate::config::ProjectionConfig;
 /// The prefix of every projection key in a KOSMOS-2 checkpoint.
 pub const PROJECTION_PREFIX: &str = "image_to_text_projection.";
 
-/// A weight name together with the shape it must have.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WeightSpec {
-    /// The full key, e.g. `image_to_text_projection.dense.weight`.
-    pub name: String,
-    /// The expected shape.
-    pub shape: Vec<usize>,
-}
+pub use kosmos_tensor::keys::{LinearKeys, WeightSpec};
 
-/// The two keys of a `nn.Linear` with bias.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinearKeys {
-    /// `<module>.weight`, `[out, in]`.
-    pub weight: String,
-    /// `<module>.bias`, `[out]`.
-    pub bias: String,
-}
-
-impl LinearKeys {
-    fn new(module: &str) -> Self {
-        Self {
-            weight: format!("{PROJECTION_PREFIX}{module}.weight"),
-            bias: format!("{PROJECTION_PREFIX}{module}.bias"),
-        }
-    }
-
-    fn specs(&self, out_dim: usize, in_dim: usize) -> [WeightSpec; 2] {
-        [
-            WeightSpec {
-                name: self.weight.clone(),
-                shape: vec![out_dim, in_dim],
-            },
-            WeightSpec {
-                name: self.bias.clone(),
-                shape: vec![out_dim],
-            },
-        ]
-    }
+fn linear_keys(module: &str) -> LinearKeys {
+    LinearKeys::new(&format!("{PROJECTION_PREFIX}{module}"))
 }
 
 /// The keys of `Kosmos2ImageToTextProjection`.
@@ -66,12 +32,12 @@ impl ProjectionKeys {
     /// The keys under `image_to_text_projection.`.
     pub fn new() -> Self {
         Self {
-            dense: LinearKeys::new("dense"),
+            dense: linear_keys("dense"),
             latent_query: format!("{PROJECTION_PREFIX}latent_query"),
-            q_proj: LinearKeys::new("x_attn.q_proj"),
-            k_proj: LinearKeys::new("x_attn.k_proj"),
-            v_proj: LinearKeys::new("x_attn.v_proj"),
-            out_proj: LinearKeys::new("x_attn.out_proj"),
+            q_proj: linear_keys("x_attn.q_proj"),
+            k_proj: linear_keys("x_attn.k_proj"),
+            v_proj: linear_keys("x_attn.v_proj"),
+            out_proj: linear_keys("x_attn.out_proj"),
         }
     }
 }

@@ -6,29 +6,19 @@
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
-
-use std::path::{Path, PathBuf};
+#[path = "../../../tests/common/model_fixtures.rs"]
+mod model_fixtures;
 
 use kosmos_projection::{Error, ImageToTextProjection, ProjectionConfig};
 use kosmos_tensor::{DType, Device, Tensor, WeightStore};
 use kosmos_vision::{Kosmos2VisionConfig, VisionForwardOptions, VisionModel};
 
 const TOL: f64 = 1e-4;
-const MODELS: [&str; 3] = ["tiny", "tiny-wide", "tiny-realvocab"];
 
-fn model_dir(name: &str) -> PathBuf {
-    let dir = common::fixtures_dir().join("models").join(name);
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "missing fixture model {} (run `cargo xtask fixtures`)",
-        dir.display()
-    );
-    dir
-}
+use model_fixtures::{config_json, model_dir, reference, FIXTURE_MODELS as MODELS};
 
-fn config_json(dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+fn check(component: &str, got: &Tensor, want: &Tensor) -> f64 {
+    model_fixtures::check(component, got, want, TOL)
 }
 
 /// The projection sizes, gathered from `Kosmos2Config` as HF does (defaults where absent).
@@ -41,28 +31,6 @@ fn projection_config(json: &serde_json::Value) -> ProjectionConfig {
         embed_dim: get(&json["text_config"]["embed_dim"], d.embed_dim),
         attention_heads: get(&json["text_config"]["attention_heads"], d.attention_heads),
     }
-}
-
-fn reference(store: &WeightStore, name: &str) -> Tensor {
-    let (shape, _) = store
-        .info(name)
-        .unwrap_or_else(|e| panic!("reference tensor {name}: {e}"));
-    store.get(name, &shape, DType::F32, &Device::Cpu).unwrap()
-}
-
-fn check(component: &str, got: &Tensor, want: &Tensor) -> f64 {
-    assert_eq!(got.dims(), want.dims(), "{component}: shape");
-    let p = common::assert_parity(
-        component,
-        &got.to_vec_f32().unwrap(),
-        &want.to_vec_f32().unwrap(),
-        TOL,
-    );
-    eprintln!(
-        "{component}: max_abs {:.3e} max_rel {:.3e}",
-        p.max_abs, p.max_rel
-    );
-    p.max_rel
 }
 
 #[test]

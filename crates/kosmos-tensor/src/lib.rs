@@ -28,6 +28,8 @@ mod cuda_stub;
 mod device;
 mod dtype;
 mod error;
+pub mod keys;
+pub mod mha;
 pub mod nn;
 pub mod ops;
 pub mod quant;

@@ -7,7 +7,6 @@ use crate::attention::VisionAttention;
 use crate::block::{BlockOutput, EncoderAttention, EncoderBlock, EncoderMlp};
 use crate::config::Kosmos2VisionConfig;
 use crate::error::Result;
-use crate::load::layer_norm;
 use crate::mlp::VisionMlp;
 use crate::weights::EncoderLayerKeys;
 
@@ -50,9 +49,9 @@ impl EncoderLayer {
         let keys = EncoderLayerKeys::new(index);
         let (d, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
         Ok(Self::new(
-            layer_norm(store, &keys.layer_norm1, d, eps, dtype, device)?,
+            keys.layer_norm1.load(store, d, eps, dtype, device)?,
             Box::new(VisionAttention::load(store, cfg, index, dtype, device)?),
-            layer_norm(store, &keys.layer_norm2, d, eps, dtype, device)?,
+            keys.layer_norm2.load(store, d, eps, dtype, device)?,
             Box::new(VisionMlp::load(store, cfg, index, dtype, device)?),
         ))
     }

@@ -55,7 +55,6 @@ mod encoder;
 mod error;
 mod interpolate;
 mod layer;
-mod load;
 mod mlp;
 mod model;
 pub mod weights;

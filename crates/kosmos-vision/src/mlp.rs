@@ -6,7 +6,6 @@ use kosmos_tensor::{ops, DType, Device, Tensor, WeightStore};
 use crate::block::EncoderMlp;
 use crate::config::{Kosmos2VisionConfig, VisionActivation};
 use crate::error::Result;
-use crate::load::linear;
 use crate::weights::EncoderLayerKeys;
 
 /// Two linear layers with the configured activation between them.
@@ -38,8 +37,8 @@ impl VisionMlp {
         let keys = EncoderLayerKeys::new(index);
         let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self::new(
-            linear(store, &keys.fc1, f, d, dtype, device)?,
-            linear(store, &keys.fc2, d, f, dtype, device)?,
+            keys.fc1.load(store, f, d, dtype, device)?,
+            keys.fc2.load(store, d, f, dtype, device)?,
             cfg.hidden_act,
         ))
     }

@@ -7,7 +7,6 @@ use crate::config::Kosmos2VisionConfig;
 use crate::embeddings::VisionEmbeddings;
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
-use crate::load::layer_norm;
 use crate::weights::{post_layernorm, pre_layrnorm};
 
 /// The epsilon of `F.normalize` in HF `Kosmos2Model.get_image_features`.
@@ -63,9 +62,9 @@ impl VisionModel {
         Ok(Self {
             config: config.clone(),
             embeddings: VisionEmbeddings::load(store, config, dtype, device)?,
-            pre_layrnorm: layer_norm(store, &pre_layrnorm(), d, eps, dtype, device)?,
+            pre_layrnorm: pre_layrnorm().load(store, d, eps, dtype, device)?,
             encoder: Encoder::load(store, config, dtype, device)?,
-            post_layernorm: layer_norm(store, &post_layernorm(), d, eps, dtype, device)?,
+            post_layernorm: post_layernorm().load(store, d, eps, dtype, device)?,
         })
     }
 

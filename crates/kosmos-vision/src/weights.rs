@@ -10,79 +10,10 @@ use crate::config::Kosmos2VisionConfig;
 /// The prefix of every vision key in a KOSMOS-2 checkpoint.
 pub const VISION_PREFIX: &str = "vision_model.model.";
 
-/// A weight name together with the shape it must have.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WeightSpec {
-    /// The full key, e.g. `vision_model.model.pre_layrnorm.weight`.
-    pub name: String,
-    /// The expected shape.
-    pub shape: Vec<usize>,
-}
+pub use kosmos_tensor::keys::{LayerNormKeys, LinearKeys, WeightSpec};
 
 fn key(suffix: &str) -> String {
     format!("{VISION_PREFIX}{suffix}")
-}
-
-/// The two keys of a `nn.Linear` with bias.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinearKeys {
-    /// `<module>.weight`, shape `[out, in]`.
-    pub weight: String,
-    /// `<module>.bias`, shape `[out]`.
-    pub bias: String,
-}
-
-impl LinearKeys {
-    fn new(module: &str) -> Self {
-        Self {
-            weight: format!("{module}.weight"),
-            bias: format!("{module}.bias"),
-        }
-    }
-
-    fn specs(&self, out_dim: usize, in_dim: usize) -> [WeightSpec; 2] {
-        [
-            WeightSpec {
-                name: self.weight.clone(),
-                shape: vec![out_dim, in_dim],
-            },
-            WeightSpec {
-                name: self.bias.clone(),
-                shape: vec![out_dim],
-            },
-        ]
-    }
-}
-
-/// The two keys of a `nn.LayerNorm`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerNormKeys {
-    /// `<module>.weight`, shape `[dim]`.
-    pub weight: String,
-    /// `<module>.bias`, shape `[dim]`.
-    pub bias: String,
-}
-
-impl LayerNormKeys {
-    fn new(module: &str) -> Self {
-        Self {
-            weight: format!("{module}.weight"),
-            bias: format!("{module}.bias"),
-        }
-    }
-
-    fn specs(&self, dim: usize) -> [WeightSpec; 2] {
-        [
-            WeightSpec {
-                name: self.weight.clone(),
-                shape: vec![dim],
-            },
-            WeightSpec {
-                name: self.bias.clone(),
-                shape: vec![dim],
-            },
-        ]
-    }
 }
 
 /// Keys of `Kosmos2VisionEmbeddings` (`vision_model.model.embeddings.*`).

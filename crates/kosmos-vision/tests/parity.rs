@@ -7,8 +7,10 @@
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+#[path = "../../../tests/common/model_fixtures.rs"]
+mod model_fixtures;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kosmos_tensor::{DType, Device, Tensor, WeightStore};
 use kosmos_vision::{
@@ -17,16 +19,11 @@ use kosmos_vision::{
 };
 
 const TOL: f64 = 1e-4;
-const MODELS: [&str; 3] = ["tiny", "tiny-wide", "tiny-realvocab"];
 
-fn model_dir(name: &str) -> PathBuf {
-    let dir = common::fixtures_dir().join("models").join(name);
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "missing fixture model {} (run `cargo xtask fixtures`)",
-        dir.display()
-    );
-    dir
+use model_fixtures::{model_dir, reference, FIXTURE_MODELS as MODELS};
+
+fn check(component: &str, got: &Tensor, want: &Tensor) -> f64 {
+    model_fixtures::check(component, got, want, TOL)
 }
 
 fn vision_config(dir: &Path) -> Kosmos2VisionConfig {
@@ -40,29 +37,6 @@ fn load(dir: &Path) -> (Kosmos2VisionConfig, VisionModel) {
     let store = WeightStore::open(&dir.join("model.safetensors")).unwrap();
     let model = VisionModel::load(&store, &cfg, DType::F32, &Device::Cpu).unwrap();
     (cfg, model)
-}
-
-/// A reference tensor, at its stored shape, as f32.
-fn reference(store: &WeightStore, name: &str) -> Tensor {
-    let (shape, _) = store
-        .info(name)
-        .unwrap_or_else(|e| panic!("reference tensor {name}: {e}"));
-    store.get(name, &shape, DType::F32, &Device::Cpu).unwrap()
-}
-
-fn check(component: &str, got: &Tensor, want: &Tensor) -> f64 {
-    assert_eq!(got.dims(), want.dims(), "{component}: shape");
-    let p = common::assert_parity(
-        component,
-        &got.to_vec_f32().unwrap(),
-        &want.to_vec_f32().unwrap(),
-        TOL,
-    );
-    eprintln!(
-        "{component}: max_abs {:.3e} max_rel {:.3e}",
-        p.max_abs, p.max_rel
-    );
-    p.max_rel
 }
 
 #[test]
