@@ -14,7 +14,7 @@ use crate::bboxes::parse_box_arg;
 use crate::cli::{Cli, Command, DTypeArg, DeviceArg, GenArgs, RunArgs};
 use crate::debug::{load_processor, postprocess_json, process_json, ProcessRequest};
 use crate::engine::ModelEngine;
-use crate::hub_cache::resolve_model;
+use crate::hub_cache::{resolve, resolve_model, Needs};
 use crate::inputs::discover;
 use crate::jsonl::Sink;
 use crate::run::{run_jobs, Output, RunOptions, TaskSpec};
@@ -30,7 +30,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             add_eos_token,
             no_special_tokens,
         } => {
-            let processor = load_processor(&model)?;
+            let processor = load_processor(&resolve(Some(&model), Needs::Processor)?)?;
             let req = ProcessRequest {
                 text: &text,
                 image: image.as_deref(),
@@ -46,7 +46,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             no_cleanup,
             model,
         } => {
-            let processor = model.as_deref().map(load_processor).transpose()?;
+            let processor = match model.as_deref() {
+                Some(m) => Some(load_processor(&resolve(Some(m), Needs::Processor)?)?),
+                None => None,
+            };
             print_json(&postprocess_json(&text, !no_cleanup, processor.as_ref())?)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -82,10 +82,11 @@ pub enum Command {
     Serve(Box<crate::serve::ServeArgs>),
     /// Debug: the processor's output for a text (and image) as one JSON object.
     Process {
-        /// The processor directory (tokenizer.json, tokenizer_config.json,
-        /// preprocessor_config.json).
-        #[arg(long, value_name = "DIR")]
-        model: PathBuf,
+        /// The model (only its tokenizer and preprocessor files are used): a folder with
+        /// tokenizer.json, tokenizer_config.json and preprocessor_config.json, or a hub id
+        /// (ORG/NAME[@REVISION]) from the local HF cache or downloaded.
+        #[arg(long, value_name = "DIR|HF_ID", env = "KOSMOS2_MODEL", default_value = crate::hub_cache::DEFAULT_MODEL_ID)]
+        model: String,
         /// The prompt text.
         #[arg(long, allow_hyphen_values = true)]
         text: String,
@@ -112,9 +113,10 @@ pub enum Command {
         /// Print {"text": ...}: only the part after </image>, tags kept.
         #[arg(long)]
         no_cleanup: bool,
-        /// A processor directory, loaded and checked (its tokenizer fixes the 32 × 32 grid).
-        #[arg(long, value_name = "DIR")]
-        model: Option<PathBuf>,
+        /// A model folder or hub id whose processor is loaded and checked (its tokenizer fixes
+        /// the 32 × 32 grid); without it the standard grid is used.
+        #[arg(long, value_name = "DIR|HF_ID")]
+        model: Option<String>,
     },
 }
 
@@ -142,8 +144,9 @@ pub enum DTypeArg {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// The model: a folder (config.json, model.safetensors, tokenizer and preprocessor files) or
-    /// a hub id already in the local Hugging Face cache (HF_HUB_CACHE / HF_HOME; nothing is
-    /// downloaded). Default: microsoft/kosmos-2-patch14-224 from that cache.
+    /// a hub id ORG/NAME[@REVISION], taken from the local Hugging Face cache (HF_HUB_CACHE,
+    /// HF_HOME) or downloaded into it from HF_ENDPOINT (token: HF_TOKEN; HF_HUB_OFFLINE=1 uses
+    /// only the cache). Default: microsoft/kosmos-2-patch14-224.
     #[arg(long, value_name = "DIR|HF_ID", env = "KOSMOS2_MODEL")]
     pub model: Option<String>,
     /// The processor directory, when the tokenizer and preprocessor files are not in --model.

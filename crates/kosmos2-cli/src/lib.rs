@@ -12,6 +12,7 @@ pub mod draw;
 pub mod engine;
 pub mod font;
 pub mod hub_cache;
+pub mod hub_download;
 pub mod inputs;
 pub mod jsonl;
 pub mod record;

@@ -9,13 +9,16 @@ use std::process::Command;
 
 /// Runs the binary and returns its single stderr line, checking the error conventions.
 fn error_line(args: &[&str]) -> String {
-    // An empty HF cache, whatever the machine has.
+    // An empty HF cache, whatever the machine has, and no network (the hub path is tested
+    // against a loopback server in cli_hub.rs).
     let cache = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_kosmos2"))
         .args(args)
         .env_remove("RUST_BACKTRACE")
         .env_remove("KOSMOS2_MODEL")
         .env_remove("HF_HOME")
+        .env_remove("HF_ENDPOINT")
+        .env("HF_HUB_OFFLINE", "1")
         .env("HF_HUB_CACHE", cache.path())
         .output()
         .expect("run kosmos2");
@@ -71,15 +74,14 @@ fn model_directory_errors() {
     contains(
         &err,
         &[
-            "microsoft/kosmos-2-patch14-224 is not in the local Hugging Face cache",
-            "cannot download",
+            "HF_HUB_OFFLINE is set and microsoft/kosmos-2-patch14-224 is not complete in the local Hugging Face cache",
             "--model DIR",
         ],
     );
     let err = error_line(&["caption", &p.image, "--model", "someone/fine-tune"]);
     contains(
         &err,
-        &["someone/fine-tune is not in the local Hugging Face cache"],
+        &["someone/fine-tune is not complete in the local Hugging Face cache"],
     );
 
     let err = error_line(&["caption", &p.image, "--model", "/no/such/model"]);

@@ -459,6 +459,9 @@ fn default_model_from_the_local_hf_cache() {
             .args(extra)
             .env_remove("KOSMOS2_MODEL")
             .env_remove("HF_HOME")
+            .env_remove("HF_HUB_OFFLINE")
+            // A complete cache needs no network: a hub that refuses connections proves it.
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
             .env("HF_HUB_CACHE", cache.path())
             .output()
             .expect("run kosmos2");
