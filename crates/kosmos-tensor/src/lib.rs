@@ -22,6 +22,7 @@
 //! # Ok::<(), kosmos_tensor::Error>(())
 //! ```
 
+pub mod convert;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod cuda_stub;
@@ -45,7 +46,7 @@ pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};
 pub use storage::CpuSlice;
 pub use tensor::Tensor;
-pub use weights::{write_safetensors, WeightStore};
+pub use weights::{write_safetensors, MappedPages, WeightStore};
 
 /// Re-exported element types.
 pub use half::{bf16, f16};

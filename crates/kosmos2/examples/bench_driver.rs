@@ -5,6 +5,7 @@
 //! bench_driver parity    --model DIR --reference DIR --dtype f32|bf16|f16 [--assets DIR]
 //! bench_driver bench     --model DIR --processor DIR --image FILE --prompt TEXT --dtype f32|bf16|f16
 //!                        [--tokens 64] [--warmup-tokens 4]
+//! bench_driver load      --model DIR --dtype f32|bf16|f16
 //! bench_driver bandwidth [--gb 2] [--threads 2] [--reps 5]
 //! bench_driver floor     --model DIR
 //! ```
@@ -12,6 +13,7 @@
 //! Output is line-based for xtask: `ROW\tcomponent\tmax_abs\tmax_rel\ttol\tpass`,
 //! `TOP1\tcomponent\tagree\ttotal`, `INFO\tkey\tvalue` and `RESULT\tkey=value ...`.
 //! Threads: the tensor crate uses rayon's global pool; set `RAYON_NUM_THREADS`.
+//! `KOSMOS2_RELEASE_VISION=1` (bench) drops the vision tower's mapped pages after each image encode.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,12 +39,13 @@ fn main() {
 fn run() -> Res<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some((mode, rest)) = argv.split_first() else {
-        return Err("usage: bench_driver parity|bench|bandwidth|floor --key value ...".into());
+        return Err("usage: bench_driver parity|bench|load|bandwidth|floor --key value ...".into());
     };
     let args = Args::parse(rest)?;
     match mode.as_str() {
         "parity" => parity(&args),
         "bench" => bench(&args),
+        "load" => load(&args),
         "bandwidth" => bandwidth(&args),
         "floor" => floor(&args),
         other => Err(format!("unknown mode {other:?}").into()),
@@ -92,6 +95,46 @@ impl Args {
 
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
+}
+
+/// `load --model DIR --dtype D`: the load alone, its time and memory (zero-copy f32 weights fault in
+/// later, during the first forward pass; `bench` shows that by phase).
+fn load(args: &Args) -> Res<()> {
+    let dtype = args.dtype()?;
+    Mem::now().print("start");
+    let cpu0 = cpu_seconds();
+    let t = Instant::now();
+    let model = Kosmos2ForConditionalGeneration::load(args.path("model")?, &Device::Cpu, dtype)?;
+    let load_ms = ms(t);
+    let (user, sys) = cpu_seconds();
+    let after = Mem::now();
+    after.print("load");
+    println!(
+        "RESULT\tload_ms={load_ms:.1} load_user_s={:.2} load_sys_s={:.2} rss_after_load_mib={:.0} \
+         peak_rss_mib={:.0}",
+        user - cpu0.0,
+        sys - cpu0.1,
+        after.rss,
+        after.hwm
+    );
+    drop(model);
+    Ok(())
+}
+
+/// User and system CPU seconds of this process so far, all threads (`/proc/self/stat` fields 14
+/// and 15, in clock ticks, taken as the usual 100 per second).
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name (field 2) may hold spaces; the fields after it follow the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let field = |i: usize| {
+        rest.split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(f64::NAN, |t| t / 100.0)
+    };
+    // After ')': field 3 (state) is index 0, so utime (14) is index 11 and stime (15) index 12.
+    (field(11), field(12))
 }
 
 /// `VmHWM` (peak resident set) of this process, in MiB.
@@ -496,13 +539,15 @@ struct Timings {
     e2e_ms: f64,
 }
 
-/// Image file + prompt → `tokens` forced new tokens, timing each phase.
+/// Image file + prompt → `tokens` forced new tokens, timing each phase. Prints the memory after
+/// each phase (`INFO\tmem\t<run>/<phase> ...`, see [`Mem`]).
 fn generate_once(
     model: &Kosmos2ForConditionalGeneration,
     proc: &Kosmos2Processor,
     image: &Path,
     prompt: &str,
     tokens: usize,
+    run: &str,
 ) -> Res<Timings> {
     let start = Instant::now();
     let input = ProcessorInput::text(prompt).with_image(image.to_path_buf());
@@ -516,6 +561,11 @@ fn generate_once(
         .model
         .get_image_features(pixels, &Kosmos2ForwardOptions::default())?;
     let encode_ms = ms(t);
+    Mem::now().print(&format!("{run}/encode"));
+    if std::env::var_os("KOSMOS2_RELEASE_VISION").is_some() {
+        model.model.release_vision_pages();
+        Mem::now().print(&format!("{run}/release-vision"));
+    }
 
     let t = Instant::now();
     let pos = batch
@@ -536,6 +586,7 @@ fn generate_once(
     let mut step = model.forward(&Kosmos2Inputs::new(text), Some(cache), &opts, &lm)?;
     let mut next = ops::argmax_last_dim(step.logits.as_ref().ok_or("no logits")?)?;
     let prefill_ms = ms(t);
+    Mem::now().print(&format!("{run}/prefill"));
 
     let t = Instant::now();
     for i in 0..tokens {
@@ -551,6 +602,7 @@ fn generate_once(
         next = ops::argmax_last_dim(step.logits.as_ref().ok_or("no logits")?)?;
     }
     let decode_ms = ms(t);
+    Mem::now().print(&format!("{run}/decode"));
     std::hint::black_box(next);
     Ok(Timings {
         preprocess_ms,
@@ -569,38 +621,67 @@ fn bench(args: &Args) -> Res<()> {
     let prompt = args.str("prompt")?;
     let proc = Kosmos2Processor::from_dir(args.path("processor")?)?;
 
+    Mem::now().print("start");
     let t = Instant::now();
     let model = Kosmos2ForConditionalGeneration::load(args.path("model")?, &Device::Cpu, dtype)?;
     let load_ms = ms(t);
-    let rss_after_load = current_rss_mib();
+    let after_load = Mem::now();
+    after_load.print("load");
+    let rss_after_load = after_load.rss;
 
-    generate_once(&model, &proc, &image, prompt, warmup)?;
-    let r = generate_once(&model, &proc, &image, prompt, tokens)?;
+    generate_once(&model, &proc, &image, prompt, warmup, "warmup")?;
+    let r = generate_once(&model, &proc, &image, prompt, tokens, "timed")?;
     println!(
         "RESULT\tload_ms={load_ms:.1} preprocess_ms={:.2} encode_ms={:.1} prefill_ms={:.1} \
          decode_ms_per_token={:.2} e2e_ms={:.1} peak_rss_mib={:.0} rss_after_load_mib={rss_after_load:.0} \
-         decode_weight_bytes={} tokens={tokens}",
+         peak_rss_after_load_mib={:.0} decode_weight_bytes={} tokens={tokens}",
         r.preprocess_ms,
         r.encode_ms,
         r.prefill_ms,
         r.decode_ms / tokens.max(1) as f64,
         r.e2e_ms,
         peak_rss_mib(),
+        after_load.hwm,
         decode_weight_params(model.model.config()) * dtype.size_in_bytes(),
     );
     Ok(())
 }
 
-/// `VmRSS` now, in MiB.
-fn current_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+/// This process's memory from `/proc/self/status`, in MiB: resident now (`VmRSS`), its peak
+/// (`VmHWM`), and the resident split into anonymous memory (`RssAnon`: owned tensors, activations,
+/// caches, heap) and file pages (`RssFile`: mapped weights, the binary).
+#[derive(Debug, Clone, Copy)]
+struct Mem {
+    rss: f64,
+    hwm: f64,
+    anon: f64,
+    file: f64,
+}
+
+impl Mem {
+    fn now() -> Self {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+                .map_or(f64::NAN, |kb| kb / 1024.0)
+        };
+        Self {
+            rss: field("VmRSS:"),
+            hwm: field("VmHWM:"),
+            anon: field("RssAnon:"),
+            file: field("RssFile:"),
+        }
+    }
+
+    fn print(&self, phase: &str) {
+        println!(
+            "INFO\tmem\t{phase} rss_mib={:.0} hwm_mib={:.0} anon_mib={:.0} file_mib={:.0}",
+            self.rss, self.hwm, self.anon, self.file
+        );
+    }
 }
 
 // ------------------------------------------------------------------------------------------------

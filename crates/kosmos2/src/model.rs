@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use kosmos_projection::ImageToTextProjection;
-use kosmos_tensor::{DType, Device, Tensor, WeightStore};
+use kosmos_tensor::{DType, Device, MappedPages, Tensor, WeightStore};
 use kosmos_text::{
     ForwardOptions, KvCache, PositionMode, StoreWeights, TextInputs, TextNames, TextTransformer,
 };
@@ -116,6 +116,8 @@ pub struct Kosmos2Model {
     pub image_to_text_projection: ImageToTextProjection,
     /// The text decoder (`text_model.model.*`).
     pub text_model: TextTransformer,
+    /// The file pages of the vision tower's weights (for [`Kosmos2Model::release_vision_pages`]).
+    vision_pages: MappedPages,
 }
 
 /// The parts read from a model directory.
@@ -167,9 +169,19 @@ impl Kosmos2Model {
                 vision_model,
                 image_to_text_projection,
                 text_model,
+                vision_pages: store.mapped_pages("vision_model."),
             },
             lm_head,
         })
+    }
+
+    /// Drops the vision tower's memory-mapped weight pages from this process's resident set, e.g.
+    /// after encoding the images and before a long decode. Only zero-copy weights (loaded in the
+    /// file's own dtype) are mapped; converted ones are unaffected. The weights stay valid: the next
+    /// image encode faults them back in from the page cache (or the file). With the full-size f32
+    /// model this lowers peak RSS during decoding by the tower's 1.16 GiB.
+    pub fn release_vision_pages(&self) {
+        self.vision_pages.release();
     }
 
     /// The configuration.
