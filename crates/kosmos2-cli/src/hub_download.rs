@@ -241,7 +241,8 @@ impl Fetcher<'_> {
     fn fetch(&mut self, file: &str, first: bool) -> Result<Option<PathBuf>, ModelLookupError> {
         let id = self.model.display();
         let endpoint = self.env.endpoint.clone();
-        let meta = match self.api.metadata(&self.repo.url(file)) {
+        let url = self.repo.url(file);
+        let meta = match without_panics(&id, file, || self.api.metadata(&url))? {
             Ok(m) => m,
             Err(e) => {
                 return match failure(e) {
@@ -309,11 +310,14 @@ impl Fetcher<'_> {
             if blob.is_file() {
                 link_blob(&blob, &pointer, file).map_err(|e| Self::cache_err(&pointer, e))?;
             } else {
-                let got = if self.env.progress {
-                    self.repo.download_with_progress(file, ProgressBar::new(0))
-                } else {
-                    self.repo.download_with_progress(file, ())
-                };
+                let (repo, progress) = (&self.repo, self.env.progress);
+                let got = without_panics(&id, file, || {
+                    if progress {
+                        repo.download_with_progress(file, ProgressBar::new(0))
+                    } else {
+                        repo.download_with_progress(file, ())
+                    }
+                })?;
                 got.map_err(|e| match failure(e) {
                     Failure::Network(cause) => ModelLookupError::NoNetwork {
                         id: id.clone(),
@@ -417,4 +421,30 @@ mod tests {
         let s = format!("{env:?}");
         assert!(!s.contains("hf_secret") && s.contains("<set>"), "{s}");
     }
+}
+
+/// Runs one hf-hub call, turning a panic inside it (hf-hub `expect`s some headers, e.g. a
+/// redirect's `Location`, that a server other than the hub may omit) into a typed error, with the
+/// panic message kept off the terminal.
+fn without_panics<T>(
+    id: &str,
+    file: &str,
+    call: impl FnOnce() -> T,
+) -> Result<T, ModelLookupError> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
+    std::panic::set_hook(previous);
+    result.map_err(|payload| {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unexpected reply".to_string());
+        ModelLookupError::Download {
+            id: id.to_string(),
+            file: file.to_string(),
+            cause: format!("the server's reply broke the hub client: {why}"),
+        }
+    })
 }

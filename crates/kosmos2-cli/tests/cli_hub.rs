@@ -478,6 +478,9 @@ fn hub_errors_are_one_line() {
         &err,
         &["someone/gated", "refuses access (HTTP 403)", "HF_TOKEN"],
     );
+    // A redirect without `Location` (hf-hub would panic on it): a one-line error, no panic.
+    let err = caption("someone/no-location", &env);
+    contains(&err, &["someone/no-location", "broke the hub client"]);
     let not_hub = format!("{endpoint}/not-a-hub");
     let err = caption(
         "kosmos2-rs/tiny-realvocab",

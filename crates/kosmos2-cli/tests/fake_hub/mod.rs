@@ -226,6 +226,14 @@ fn route(path: &str, addr: SocketAddr, repos: &[FakeRepo], range: Option<&str>) 
     if name == "gated" {
         return error("403 Forbidden", "GatedRepo", None);
     }
+    if name == "no-location" {
+        // A broken proxy: a redirect without its `Location` header.
+        let headers = [
+            ("x-repo-commit", "0".repeat(40)),
+            ("etag", "\"0123abcd\"".to_string()),
+        ];
+        return response("302 Found", &headers, b"");
+    }
     let Some(repo) = repos.iter().find(|r| r.id == id) else {
         return error("401 Unauthorized", "RepoNotFound", None);
     };
