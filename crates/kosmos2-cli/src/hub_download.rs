@@ -392,6 +392,32 @@ fn link_blob(blob: &Path, pointer: &Path, file: &str) -> std::io::Result<()> {
     }
 }
 
+/// Runs one hf-hub call, turning a panic inside it (hf-hub `expect`s some headers, e.g. a
+/// redirect's `Location`, that a server other than the hub may omit) into a typed error, with the
+/// panic message kept off the terminal.
+fn without_panics<T>(
+    id: &str,
+    file: &str,
+    call: impl FnOnce() -> T,
+) -> Result<T, ModelLookupError> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
+    std::panic::set_hook(previous);
+    result.map_err(|payload| {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unexpected reply".to_string());
+        ModelLookupError::Download {
+            id: id.to_string(),
+            file: file.to_string(),
+            cause: format!("the server's reply broke the hub client: {why}"),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,30 +447,4 @@ mod tests {
         let s = format!("{env:?}");
         assert!(!s.contains("hf_secret") && s.contains("<set>"), "{s}");
     }
-}
-
-/// Runs one hf-hub call, turning a panic inside it (hf-hub `expect`s some headers, e.g. a
-/// redirect's `Location`, that a server other than the hub may omit) into a typed error, with the
-/// panic message kept off the terminal.
-fn without_panics<T>(
-    id: &str,
-    file: &str,
-    call: impl FnOnce() -> T,
-) -> Result<T, ModelLookupError> {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
-    std::panic::set_hook(previous);
-    result.map_err(|payload| {
-        let why = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unexpected reply".to_string());
-        ModelLookupError::Download {
-            id: id.to_string(),
-            file: file.to_string(),
-            cause: format!("the server's reply broke the hub client: {why}"),
-        }
-    })
 }
