@@ -1,14 +1,21 @@
-//! GEMV (decode) bandwidth and GEMM (prefill / vision) GFLOP/s on the KOSMOS-2 shapes.
+//! GEMV (decode) bandwidth and GEMM (prefill / vision) GFLOP/s on the KOSMOS-2 shapes, and the same
+//! shapes timed side by side with PyTorch.
 //!
 //! `cargo bench -p kosmos-tensor --bench gemv` (set `KOSMOS_SIMD` to pin a SIMD level and
 //! `RAYON_NUM_THREADS` to pin threads). GEMV rotates over > 1 GB of distinct weights per shape so that
 //! it measures DRAM, not the cache; the machine's read bandwidth (a parallel sum over 1 GiB) is printed
 //! first for comparison.
+//!
+//! With `KOSMOS2_BENCH_HF=<python with torch>` the bench also times `torch.nn.functional.linear` on
+//! the same shapes and dtypes with the same thread count, in a Python child (`torch_linear.py`) fed
+//! one command at a time, alternating with the Rust side round by round, and prints medians, bests
+//! and ratios (`vs_torch`; `-- vs_torch` runs only that part, `KOSMOS2_BENCH_ROUNDS` sets the rounds,
+//! default 7). Without the variable it prints one line saying the torch side is skipped.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use kosmos_tensor::{ops, simd::Isa, DType, Device, Tensor};
 use rayon::prelude::*;
 
@@ -49,6 +56,17 @@ fn read_bandwidth() -> f64 {
     best
 }
 
+/// `count` distinct `[n, k]` weights in `dtype`.
+fn rotated_weights(k: usize, n: usize, dtype: DType, count: usize) -> Vec<Tensor> {
+    (0..count)
+        .map(|i| {
+            Tensor::from_vec(filled(k * n, i as u32), &[n, k], &Device::Cpu)
+                .and_then(|t| t.to_dtype(dtype))
+                .expect("weights")
+        })
+        .collect()
+}
+
 fn bench_gemv(c: &mut Criterion) {
     let bw = read_bandwidth();
     println!(
@@ -69,13 +87,8 @@ fn bench_gemv(c: &mut Criterion) {
         for dtype in [DType::F32, DType::BF16, DType::F16] {
             let bytes = k * n * dtype.size_in_bytes();
             let count = ROTATE_BYTES.div_ceil(bytes).max(2);
-            let ws: Vec<Tensor> = (0..count)
-                .map(|i| {
-                    Tensor::from_vec(filled(k * n, i as u32), &[n, k], &Device::Cpu)
-                        .and_then(|t| t.to_dtype(dtype))
-                        .expect("weights")
-                })
-                .collect();
+            // Built on the first call only, so a filtered-out benchmark costs nothing.
+            let mut ws: Vec<Tensor> = Vec::new();
             let x = Tensor::from_vec(filled(k, 99), &[1, k], &Device::Cpu).expect("x");
             g.throughput(Throughput::Bytes(bytes as u64));
             let mut i = 0usize;
@@ -84,6 +97,9 @@ fn bench_gemv(c: &mut Criterion) {
                 BenchmarkId::new(format!("{dtype}"), format!("{k}x{n}")),
                 &(),
                 |b, _| {
+                    if ws.is_empty() {
+                        ws = rotated_weights(k, n, dtype, count);
+                    }
                     b.iter_custom(|iters| {
                         let t = Instant::now();
                         for _ in 0..iters {
@@ -165,5 +181,19 @@ fn bench_gemm(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_gemv, bench_gemm);
-criterion_main!(benches);
+#[path = "support/vs_torch.rs"]
+mod vs_torch;
+
+fn main() {
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
+    let mut c = Criterion::default().configure_from_args();
+    bench_gemv(&mut c);
+    bench_gemm(&mut c);
+    c.final_summary();
+    if "vs_torch".contains(filter.as_str()) || filter.contains("vs_torch") {
+        vs_torch::run(read_bandwidth);
+    }
+}

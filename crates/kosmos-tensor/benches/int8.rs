@@ -1,6 +1,9 @@
 //! Int8 weight-only GEMV (decode) against the bf16 GEMV on the same shapes, in the same run, and
 //! the int8 prefill GEMM against the bf16 one.
 //!
+//! Also: 1, 2, 4, 8 and 9 rows (`gemv_rows_int8`), int8 and bf16 weights: the batch-invariant
+//! multi-row GEMV (up to 8 rows) against the GEMM path (9 rows).
+//!
 //! `cargo bench -p kosmos-tensor --bench int8` (set `KOSMOS_SIMD` to pin a SIMD level and
 //! `RAYON_NUM_THREADS` to pin threads). Each GEMV rotates over > 1 GB of distinct weights so that
 //! it measures DRAM, not the cache; GB/s counts the weight bytes read (int8 values + f32 scales for
@@ -197,5 +200,74 @@ fn bench_gemm(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_gemv, bench_gemm);
+/// Small decode batches: 2..=8 rows take the batch-invariant multi-row GEMV (each weight row read
+/// once for all rows), more rows the dequantised-panel GEMM. Time per call against one row.
+fn bench_rows(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemv_rows_int8");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    let (k, n) = (2048usize, 8192usize);
+    let bytes = n * k + 4 * n;
+    let count = ROTATE_BYTES.div_ceil(bytes).max(2);
+    let ws: Vec<Int8Weight> = (0..count).map(|i| int8_weight(n, k, i as u32)).collect();
+    let mut one = f64::NAN;
+    for rows in [1usize, 2, 4, 8, 9] {
+        let x = Tensor::from_vec(filled(rows * k, 5), &[rows, k], &Device::Cpu).expect("x");
+        let t = measure(
+            &mut g,
+            BenchmarkId::new(format!("rows{rows}"), format!("{k}x{n}")),
+            bytes,
+            |i| {
+                black_box(ops::linear_int8(&x, &ws[i % count], None).expect("rows"));
+            },
+        );
+        if !t.is_finite() {
+            continue;
+        }
+        if rows == 1 {
+            one = t;
+        }
+        println!(
+            "int8 {rows} rows {k}->{n}: {:.3} ms per call = {:.2}x one row, {:.1} GB/s of weights",
+            t * 1e3,
+            t / one,
+            bytes as f64 / t / 1e9
+        );
+    }
+    drop(ws);
+    // The same with bf16 weights through `linear_into` (the decoder's path: <= 8 rows take the
+    // batch-invariant `gemv_rows_into`).
+    let bytes = n * k * 2;
+    let count = ROTATE_BYTES.div_ceil(bytes).max(2);
+    let ws: Vec<Tensor> = (0..count).map(|i| bf16_weight(n, k, i as u32)).collect();
+    for rows in [1usize, 2, 4, 8, 9] {
+        let x = filled(rows * k, 5);
+        let mut y = vec![0f32; rows * n];
+        let t = measure(
+            &mut g,
+            BenchmarkId::new(format!("bf16_rows{rows}"), format!("{k}x{n}")),
+            bytes,
+            |i| {
+                ops::linear_into(&x, &ws[i % count], None, &mut y).expect("rows");
+                black_box(&y);
+            },
+        );
+        if !t.is_finite() {
+            continue;
+        }
+        if rows == 1 {
+            one = t;
+        }
+        println!(
+            "bf16 {rows} rows {k}->{n}: {:.3} ms per call = {:.2}x one row, {:.1} GB/s of weights",
+            t * 1e3,
+            t / one,
+            bytes as f64 / t / 1e9
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_gemv, bench_gemm, bench_rows);
 criterion_main!(benches);

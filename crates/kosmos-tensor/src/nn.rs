@@ -23,6 +23,11 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::linear(x, &self.weight, self.bias.as_ref())
     }
+
+    /// Apply to f32 rows `x [rows, in]`, writing `out [rows, out]` (see [`ops::linear_into`]).
+    pub fn forward_into(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
+        ops::linear_into(x, &self.weight, self.bias.as_ref(), out)
+    }
 }
 
 /// LayerNorm over the last dim.
@@ -45,6 +50,11 @@ impl LayerNorm {
     /// Apply to `x [.., D]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+
+    /// Apply to f32 rows `x [rows, D]`, writing `out` (see [`ops::layer_norm_into`]).
+    pub fn forward_into(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
+        ops::layer_norm_into(x, &self.weight, &self.bias, self.eps, out)
     }
 
     /// `(x + residual, layer_norm(x + residual))` in one pass.

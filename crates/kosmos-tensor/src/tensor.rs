@@ -206,6 +206,46 @@ impl Tensor {
         })
     }
 
+    /// The data of a contiguous f32 tensor, borrowed (no copy); `None` for other dtypes or layouts.
+    pub fn as_f32_slice(&self) -> Option<&[f32]> {
+        match self.contiguous_slice() {
+            Some(CpuSlice::F32(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The data of a contiguous f32 tensor, mutably and in place (the `_into` ops and the KV cache
+    /// write through it).
+    ///
+    /// Copy-on-write: if the storage is shared with another tensor (a clone or a view) or is a
+    /// memory map, it is copied first, once; later calls on the now unique storage allocate nothing.
+    pub fn as_f32_slice_mut(&mut self) -> Result<&mut [f32]> {
+        let op = "as_f32_slice_mut";
+        check_cpu(op, &self.device)?;
+        if self.dtype() != DType::F32 || !self.is_contiguous() {
+            return Err(Error::InvalidArgument {
+                op,
+                msg: format!(
+                    "needs a contiguous f32 tensor, got {:?} with shape {:?} and strides {:?}",
+                    self.dtype(),
+                    self.dims(),
+                    self.strides()
+                ),
+            });
+        }
+        if Arc::get_mut(&mut self.storage).is_none_or(|s| s.is_mapped()) {
+            self.storage = Arc::new(self.storage.to_owned_storage());
+        }
+        let (o, n) = (self.layout.offset, self.elem_count());
+        match Arc::get_mut(&mut self.storage) {
+            Some(Storage::F32(v)) => Ok(&mut v[o..o + n]),
+            _ => Err(Error::InvalidArgument {
+                op,
+                msg: "storage is still shared".into(),
+            }),
+        }
+    }
+
     /// The values as f32 in row-major order: borrowed when already contiguous f32, otherwise copied.
     pub(crate) fn f32_cow(&self, op: &'static str) -> Result<Cow<'_, [f32]>> {
         check_cpu(op, &self.device)?;

@@ -81,6 +81,13 @@ pub struct BlockOutput {
 pub trait DecoderBlock: Send + Sync + std::fmt::Debug {
     /// Runs the block on `input.hidden_states`.
     fn forward(&self, input: BlockInput<'_>) -> Result<BlockOutput>;
+
+    /// The stock block behind this one, if it is one: the allocation-free decode step
+    /// ([`crate::TextTransformer::decode_step`]) runs only when every block is a [`TextBlock`] with
+    /// the stock attention and FFN. Replacement blocks keep the default (`None`).
+    fn as_text_block(&self) -> Option<&TextBlock> {
+        None
+    }
 }
 
 /// A block that returns its input unchanged (and appends nothing to the cache; use it only
@@ -109,9 +116,18 @@ pub trait DecoderAttention: Send + Sync + std::fmt::Debug {
         head_mask: Option<&[f32]>,
         output_attentions: bool,
     ) -> Result<AttentionOutput>;
+
+    /// The stock attention behind this one, if it is one (see [`DecoderBlock::as_text_block`]).
+    fn as_text_attention(&self) -> Option<&TextAttention> {
+        None
+    }
 }
 
 impl DecoderAttention for TextAttention {
+    fn as_text_attention(&self) -> Option<&TextAttention> {
+        Some(self)
+    }
+
     fn forward(
         &self,
         x: &Tensor,
@@ -129,9 +145,18 @@ impl DecoderAttention for TextAttention {
 pub trait DecoderFfn: Send + Sync + std::fmt::Debug {
     /// `[.., embed_dim]` (already layer-normed) -> `[.., embed_dim]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
+
+    /// The stock FFN behind this one, if it is one (see [`DecoderBlock::as_text_block`]).
+    fn as_text_ffn(&self) -> Option<&TextFfn> {
+        None
+    }
 }
 
 impl DecoderFfn for TextFfn {
+    fn as_text_ffn(&self) -> Option<&TextFfn> {
+        Some(self)
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         TextFfn::forward(self, x)
     }
@@ -190,6 +215,9 @@ impl TextBlock {
 }
 
 impl DecoderBlock for TextBlock {
+    fn as_text_block(&self) -> Option<&TextBlock> {
+        Some(self)
+    }
     fn forward(&self, input: BlockInput<'_>) -> Result<BlockOutput> {
         let BlockInput {
             hidden_states: residual,

@@ -3,6 +3,7 @@
 use kosmos_tensor::{DType, Device, Tensor};
 
 use crate::config::Kosmos2TextConfig;
+use crate::decode::DecodeScratch;
 use crate::error::{Error, Result};
 
 /// The keys and values of one layer: `[batch, heads, capacity, head_dim]` each, in f32.
@@ -124,6 +125,26 @@ pub struct KvCache {
     head_dim: usize,
     capacity: usize,
     device: Device,
+    /// The decode workspace [`crate::TextTransformer::forward`] uses for one-token steps.
+    scratch: ScratchSlot,
+}
+
+/// A [`DecodeScratch`] kept with a cache; a clone of the cache starts without one (it is a
+/// workspace, not state).
+#[derive(Debug, Default)]
+struct ScratchSlot(Option<Box<DecodeScratch>>);
+
+impl Clone for ScratchSlot {
+    fn clone(&self) -> Self {
+        ScratchSlot(None)
+    }
+}
+
+/// Per-row real-token flags with room for `capacity` tokens (so `advance` does not reallocate).
+fn flags_with_capacity(src: &[bool], capacity: usize) -> Vec<bool> {
+    let mut v = Vec::with_capacity(capacity.max(src.len()));
+    v.extend_from_slice(src);
+    v
 }
 
 impl KvCache {
@@ -165,11 +186,12 @@ impl KvCache {
         Ok(Self {
             layers,
             lens: vec![0; batch],
-            real: vec![Vec::new(); batch],
+            real: (0..batch).map(|_| Vec::with_capacity(capacity)).collect(),
             heads,
             head_dim,
             capacity,
             device: device.clone(),
+            scratch: ScratchSlot::default(),
         })
     }
 
@@ -196,6 +218,13 @@ impl KvCache {
     /// The longest row's length: HF's `cache.get_seq_length()` when all rows are equal.
     pub fn max_len(&self) -> usize {
         self.lens.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Cached real (non-pad) tokens of row `row` (0 past the end).
+    pub fn real_len(&self, row: usize) -> usize {
+        self.real
+            .get(row)
+            .map_or(0, |r| r.iter().filter(|&&x| x).count())
     }
 
     /// Cached real (non-pad) tokens per row.
@@ -228,8 +257,37 @@ impl KvCache {
                 *buf = grown;
             }
         }
+        for flags in &mut self.real {
+            flags.reserve(new_cap.saturating_sub(flags.len()));
+        }
         self.capacity = new_cap;
         Ok(())
+    }
+
+    /// The key and value buffers of layer `i` as mutable f32 slices `[batch, heads, capacity,
+    /// head_dim]` (copied once first if their storage is shared, e.g. with a view).
+    pub(crate) fn layer_slices_mut(&mut self, i: usize) -> Result<(&mut [f32], &mut [f32])> {
+        let len = self.layers.len();
+        let l = self
+            .layers
+            .get_mut(i)
+            .ok_or(Error::LayerIndex { index: i, len })?;
+        Ok((l.k.as_f32_slice_mut()?, l.v.as_f32_slice_mut()?))
+    }
+
+    /// Heads and head width of the buffers.
+    pub(crate) fn head_shape(&self) -> (usize, usize) {
+        (self.heads, self.head_dim)
+    }
+
+    /// Takes the cache's decode workspace (a fresh, empty one if it has none).
+    pub(crate) fn take_scratch(&mut self) -> Box<DecodeScratch> {
+        self.scratch.0.take().unwrap_or_default()
+    }
+
+    /// Gives the decode workspace back to the cache for the next step.
+    pub(crate) fn put_scratch(&mut self, scratch: Box<DecodeScratch>) {
+        self.scratch.0 = Some(scratch);
     }
 
     /// Splits the cache into the per-layer views a forward pass hands to its blocks.
@@ -310,11 +368,15 @@ impl KvCache {
         Ok(KvCache {
             layers,
             lens: rows.iter().map(|&r| self.lens[r]).collect(),
-            real: rows.iter().map(|&r| self.real[r].clone()).collect(),
+            real: rows
+                .iter()
+                .map(|&r| flags_with_capacity(&self.real[r], self.capacity))
+                .collect(),
             heads: self.heads,
             head_dim: self.head_dim,
             capacity: self.capacity,
             device: self.device.clone(),
+            scratch: ScratchSlot::default(),
         })
     }
 
@@ -371,11 +433,15 @@ impl KvCache {
         Ok(KvCache {
             layers,
             lens: caches.iter().flat_map(|c| c.lens.iter().copied()).collect(),
-            real: caches.iter().flat_map(|c| c.real.iter().cloned()).collect(),
+            real: caches
+                .iter()
+                .flat_map(|c| c.real.iter().map(|r| flags_with_capacity(r, cap)))
+                .collect(),
             heads: first.heads,
             head_dim: first.head_dim,
             capacity: cap,
             device: first.device.clone(),
+            scratch: ScratchSlot::default(),
         })
     }
 

@@ -5,6 +5,8 @@
 //!   sinusoidal positions with the pad rule, pre-LN blocks with sub-LN ([`TextBlock`]), final LayerNorm.
 //! - [`TextForCausalLM`]: adds the tied (or stored) `lm_head` and the LM loss.
 //! - [`KvCache`]: preallocated per-layer keys/values with a length per sequence.
+//! - [`DecodeScratch`] + [`TextTransformer::decode_step`]: the allocation-free one-token step
+//!   (keys/values appended in place, every intermediate in a reused workspace).
 //! - [`DecoderBlock`]: the extension point for swapping one block ([`TextTransformer::replace_layer`]).
 //!
 //! Weight names live in [`weights`]; numerics follow `kosmos2-reference.md` §4.
@@ -14,6 +16,7 @@ mod block;
 mod cache;
 mod causal_lm;
 mod config;
+mod decode;
 mod error;
 mod ffn;
 mod inputs;
@@ -30,6 +33,7 @@ pub use block::{
 pub use cache::{KvCache, LayerCache, LayerKv};
 pub use causal_lm::{lm_logits, lm_loss_from_hidden, CausalLmOutput, LogitsMode, TextForCausalLM};
 pub use config::{Kosmos2TextConfig, TextActivation, TokenIds};
+pub use decode::{DecodeScratch, DecodeStep};
 pub use error::{Error, Result};
 pub use ffn::TextFfn;
 pub use inputs::{ForwardOptions, TextInputs, TextOutput, TextTokens};

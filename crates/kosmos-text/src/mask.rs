@@ -26,6 +26,28 @@ pub fn attention_mask(
     attention_mask: Option<&[u32]>,
     device: &Device,
 ) -> Result<Option<Tensor>> {
+    let mut data = Vec::new();
+    if !mask_into(batch, tgt_len, past, attention_mask, &mut data)? {
+        return Ok(None);
+    }
+    let src_len = past.iter().copied().max().unwrap_or(0) + tgt_len;
+    Ok(Some(Tensor::from_vec(
+        data,
+        &[batch, 1, tgt_len, src_len],
+        device,
+    )?))
+}
+
+/// [`attention_mask`] into a reused buffer: returns `false` (and leaves `out` alone) when no mask
+/// is needed, otherwise fills `out` with the `batch * tgt_len * (past_max + tgt_len)` values
+/// (no allocation once `out` has the capacity).
+pub(crate) fn mask_into(
+    batch: usize,
+    tgt_len: usize,
+    past: &[usize],
+    attention_mask: Option<&[u32]>,
+    out: &mut Vec<f32>,
+) -> Result<bool> {
     if past.len() != batch {
         return Err(Error::InputShape {
             what: "cache lengths",
@@ -53,10 +75,11 @@ pub fn attention_mask(
         }
     }
     if !causal && attention_mask.is_none() {
-        return Ok(None);
+        return Ok(false);
     }
-    let mut data = vec![0f32; batch * tgt_len * src_len];
-    for (b, rows) in data.chunks_exact_mut(tgt_len * src_len).enumerate() {
+    out.clear();
+    out.resize(batch * tgt_len * src_len, 0.0);
+    for (b, rows) in out.chunks_exact_mut(tgt_len * src_len).enumerate() {
         for (i, row) in rows.chunks_exact_mut(src_len).enumerate() {
             for (j, v) in row.iter_mut().enumerate() {
                 let c = if causal && j > past[b] + i { NEG } else { 0.0 };
@@ -68,11 +91,7 @@ pub fn attention_mask(
             }
         }
     }
-    Ok(Some(Tensor::from_vec(
-        data,
-        &[batch, 1, tgt_len, src_len],
-        device,
-    )?))
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use kosmos_tensor::{ops, Device, Tensor};
 use crate::block::{BlockInput, DecoderBlock, TextBlock};
 use crate::cache::KvCache;
 use crate::config::Kosmos2TextConfig;
+use crate::decode::DecodeStep;
 use crate::error::{Error, Result};
 use crate::inputs::{ForwardOptions, TextInputs, TextOutput, TextTokens};
 use crate::mask::attention_mask;
@@ -207,6 +208,15 @@ impl TextTransformer {
             None => (vec![0; b], vec![0; b]),
         };
         let past_max = past.iter().copied().max().unwrap_or(0);
+        if let (Some(c), TextTokens::Ids(ids)) = (cache.as_deref_mut(), inputs.tokens) {
+            let plain = !opts.output_hidden_states
+                && !opts.output_attentions
+                && opts.head_mask.is_none()
+                && (inputs.image_embeds.is_none() || past_max > 0);
+            if t == 1 && plain && self.supports_decode_step() {
+                return self.forward_decode(inputs, ids, c, opts.position_mode);
+            }
+        }
         if let Some(c) = cache.as_deref_mut() {
             c.reserve(past_max + t)?;
         }
@@ -270,6 +280,40 @@ impl TextTransformer {
             last_hidden_state,
             hidden_states,
             attentions,
+        })
+    }
+}
+
+impl TextTransformer {
+    /// A one-token step with a cache through [`TextTransformer::decode_step`], with the cache's own
+    /// workspace: only the returned hidden state is allocated.
+    fn forward_decode(
+        &self,
+        inputs: &TextInputs<'_>,
+        ids: &[u32],
+        cache: &mut KvCache,
+        position_mode: PositionMode,
+    ) -> Result<TextOutput> {
+        let step = DecodeStep {
+            ids,
+            attention_mask: inputs.attention_mask,
+            position_ids: inputs.position_ids,
+            position_mode,
+        };
+        let mut scratch = cache.take_scratch();
+        let done = self.decode_step(&step, cache, None, &mut scratch);
+        let hidden = done.and_then(|()| {
+            Ok(Tensor::from_slice(
+                scratch.hidden(),
+                &[inputs.batch, 1, self.config.embed_dim],
+                self.device(),
+            )?)
+        });
+        cache.put_scratch(scratch);
+        Ok(TextOutput {
+            last_hidden_state: hidden?,
+            hidden_states: None,
+            attentions: None,
         })
     }
 }

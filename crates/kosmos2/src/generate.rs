@@ -13,7 +13,7 @@ use std::ops::ControlFlow;
 
 use kosmos_processor::ProcessorOutput;
 use kosmos_tensor::Tensor;
-use kosmos_text::{KvCache, LogitsMode, PositionMode, TextInputs};
+use kosmos_text::{DecodeScratch, DecodeStep, KvCache, LogitsMode, PositionMode, TextInputs};
 
 use crate::batch::Kosmos2Batch;
 use crate::conditional::{Kosmos2ForConditionalGeneration, LmOptions};
@@ -59,6 +59,10 @@ pub struct Kosmos2Lm<'a> {
     cache: Option<KvCache>,
     /// Per cache row, the attention mask over its cached columns.
     masks: Vec<Vec<u32>>,
+    /// `masks` flattened for a decode step (reused).
+    flat_mask: Vec<u32>,
+    /// The decode workspace (reused across steps: a step allocates nothing).
+    scratch: DecodeScratch,
     mode: PositionMode,
     reused: usize,
 }
@@ -74,6 +78,8 @@ impl<'a> Kosmos2Lm<'a> {
             extra_capacity: 0,
             cache: None,
             masks: Vec::new(),
+            flat_mask: Vec::new(),
+            scratch: DecodeScratch::default(),
             mode: PositionMode::HfCompat,
             reused: 0,
         }
@@ -285,10 +291,23 @@ impl CausalLm for Kosmos2Lm<'_> {
             Some((cache, k)) => self.prefill_reused(batch, cache, k)?,
             None => self.prefill_full(batch, images.as_ref())?,
         };
+        // Room for the generated tokens' mask columns (decode steps then allocate nothing).
+        let extra = self.extra_capacity;
+        for m in &mut self.masks {
+            m.reserve(extra);
+        }
+        self.flat_mask
+            .reserve((batch.prompt_len() + extra) * batch.len());
         self.logits(&logits)
     }
 
     fn step(&mut self, tokens: &[u32]) -> Result<Logits> {
+        let text = &self.model.model.text_model;
+        if text.supports_decode_step() {
+            let mut out = Logits::new(Vec::new(), self.vocab_size().max(1))?;
+            self.step_into(tokens, &mut out)?;
+            return Ok(out);
+        }
         if tokens.len() != self.masks.len() {
             return Err(Error::InvalidInput(format!(
                 "{} tokens for {} cache rows",
@@ -315,6 +334,51 @@ impl CausalLm for Kosmos2Lm<'_> {
         }
         let logits = self.run(&text, cache)?;
         self.logits(&logits)
+    }
+
+    /// The allocation-free step ([`kosmos_text::TextTransformer::decode_step`]) when the decoder
+    /// has its stock blocks; [`step`](CausalLm::step) otherwise.
+    fn step_into(&mut self, tokens: &[u32], out: &mut Logits) -> Result<()> {
+        let text = &self.model.model.text_model;
+        if !text.supports_decode_step() {
+            *out = self.step(tokens)?;
+            return Ok(());
+        }
+        if tokens.len() != self.masks.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} tokens for {} cache rows",
+                tokens.len(),
+                self.masks.len()
+            )));
+        }
+        let cache = self
+            .cache
+            .as_mut()
+            .ok_or_else(|| Error::InvalidInput("step before prefill".into()))?;
+        for m in &mut self.masks {
+            m.push(1);
+        }
+        let any_pad = self.masks.iter().any(|m| m.contains(&0));
+        self.flat_mask.clear();
+        if any_pad {
+            for m in &self.masks {
+                self.flat_mask.extend_from_slice(m);
+            }
+        }
+        let mut step = DecodeStep::new(tokens).with_position_mode(self.mode);
+        if any_pad {
+            step = step.with_attention_mask(&self.flat_mask);
+        }
+        let done = text.decode_step(&step, cache, Some(&self.model.lm_head), &mut self.scratch);
+        if let Err(e) = done {
+            // The cache did not advance: neither do the masks.
+            for m in &mut self.masks {
+                m.pop();
+            }
+            return Err(e.into());
+        }
+        out.overwrite(self.scratch.logits(), self.vocab_size())?;
+        Ok(())
     }
 
     fn reorder_cache(&mut self, rows: &[usize]) -> Result<()> {

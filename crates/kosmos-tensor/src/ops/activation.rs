@@ -15,6 +15,35 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     })
 }
 
+/// [`gelu_erf`] in place on an f32 buffer (same arithmetic, no allocation).
+pub fn gelu_erf_inplace(x: &mut [f32]) {
+    let f = |v: &mut f32| {
+        *v = *v * 0.5 * (1.0 + libm::erff(*v * std::f32::consts::FRAC_1_SQRT_2));
+    };
+    if x.len() >= PAR_THRESHOLD {
+        x.par_chunks_mut(4096)
+            .for_each(|c| c.iter_mut().for_each(f));
+    } else {
+        x.iter_mut().for_each(f);
+    }
+}
+
+/// [`quick_gelu`] in place on an f32 buffer (same arithmetic, no allocation).
+pub fn quick_gelu_inplace(x: &mut [f32]) {
+    let isa = Isa::current();
+    let mut tmp = [0f32; 256];
+    for c in x.chunks_mut(256) {
+        let t = &mut tmp[..c.len()];
+        t.iter_mut()
+            .zip(c.iter())
+            .for_each(|(o, &v)| *o = -1.702 * v);
+        exp_inplace(isa, t);
+        c.iter_mut()
+            .zip(t.iter())
+            .for_each(|(v, &e)| *v *= 1.0 / (1.0 + e));
+    }
+}
+
 /// `x * sigmoid(1.702 x)`, CLIP's `QuickGELUActivation` (vectorised `exp`).
 pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
     let op = "quick_gelu";

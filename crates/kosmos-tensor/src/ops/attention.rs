@@ -182,3 +182,107 @@ pub fn attention_with_probs(
     })?;
     Ok((out, probs))
 }
+
+/// The sizes of a decode attention ([`attention_decode_into`]): one new query per row against a
+/// KV cache laid out `[batch, heads, capacity, head_dim]`, of which the first `keys` slots are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeAttention {
+    /// Rows.
+    pub batch: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Slots per (row, head) in the cache buffers.
+    pub capacity: usize,
+    /// Slots attended to (`<= capacity`): the longest row's cached tokens plus the new one.
+    pub keys: usize,
+}
+
+/// Decode attention into caller buffers: for every row `b` and head `h`,
+/// `out[b, h] = softmax(q[b, h] · k[b, h, j] · scale + mask[b, j] for j < keys) · v[b, h, ..keys]`.
+///
+/// - `q`, `out`: `[batch, heads * head_dim]` (the layout of `q_proj`'s output and `out_proj`'s input);
+/// - `k`, `v`: the cache buffers `[batch, heads, capacity, head_dim]`;
+/// - `mask`: optional additive `[batch, keys]`;
+/// - `scores`: scratch of at least `batch * heads * keys` floats.
+///
+/// Scores are computed and softmaxed exactly as in [`attention`] (scale, then the mask, then the
+/// max-subtracted softmax); only the summation order of the dot products differs. Allocates nothing;
+/// (row, head) pairs run on rayon when the work is large.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode_into(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: DecodeAttention,
+    mask: Option<&[f32]>,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) -> Result<()> {
+    let op = "attention_decode_into";
+    let DecodeAttention {
+        batch,
+        heads,
+        head_dim: hd,
+        capacity: cap,
+        keys,
+    } = shape;
+    let width = heads * hd;
+    let cache_len = batch * heads * cap * hd;
+    let ok = batch > 0
+        && width > 0
+        && keys > 0
+        && keys <= cap
+        && q.len() == batch * width
+        && out.len() == batch * width
+        && k.len() == cache_len
+        && v.len() == cache_len
+        && scores.len() >= batch * heads * keys
+        && mask.is_none_or(|m| m.len() == batch * keys);
+    if !ok {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: vec![batch, heads, cap, hd, keys],
+            rhs: vec![q.len(), k.len(), v.len(), scores.len(), out.len()],
+        });
+    }
+    let isa = crate::simd::Isa::current();
+    let head = |i: usize, o: &mut [f32], p: &mut [f32]| {
+        let (b, h) = (i / heads, i % heads);
+        let qv = &q[b * width + h * hd..b * width + (h + 1) * hd];
+        let base = (b * heads + h) * cap * hd;
+        for (j, s) in p.iter_mut().enumerate() {
+            let kr = &k[base + j * hd..base + (j + 1) * hd];
+            *s = <f32 as crate::simd::dot::DotElem>::dot(isa, qv, kr);
+        }
+        match mask {
+            Some(m) => {
+                for (s, &mv) in p.iter_mut().zip(&m[b * keys..(b + 1) * keys]) {
+                    *s = *s * scale + mv;
+                }
+            }
+            None => p.iter_mut().for_each(|s| *s *= scale),
+        }
+        softmax_row(isa, p);
+        o.fill(0.0);
+        for (j, &pj) in p.iter().enumerate() {
+            let vr = &v[base + j * hd..base + (j + 1) * hd];
+            o.iter_mut().zip(vr).for_each(|(o, &x)| *o += pj * x);
+        }
+    };
+    let scores = &mut scores[..batch * heads * keys];
+    if batch * heads * keys * hd >= 1 << 16 && batch * heads > 1 {
+        out.par_chunks_mut(hd)
+            .zip(scores.par_chunks_mut(keys))
+            .enumerate()
+            .for_each(|(i, (o, p))| head(i, o, p));
+    } else {
+        out.chunks_mut(hd)
+            .zip(scores.chunks_mut(keys))
+            .enumerate()
+            .for_each(|(i, (o, p))| head(i, o, p));
+    }
+    Ok(())
+}

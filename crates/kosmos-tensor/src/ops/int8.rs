@@ -9,9 +9,12 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::ops::gemv::{
+    group_rows, rows_per_task, spread_quad, worth_parallel, SharedOut, MAX_GEMV_ROWS,
+};
 use crate::ops::matmul::{gemm_f32, StridedMat};
 use crate::quant::Int8Weight;
-use crate::simd::int8::{dot4_i8, dot_i8};
+use crate::simd::int8::{dot4_i8, dot4_rows_i8, dot_i8, dot_rows_i8};
 use crate::simd::Isa;
 use crate::tensor::{check_cpu, Tensor};
 
@@ -53,8 +56,8 @@ pub fn linear_int8(x: &Tensor, w: &Int8Weight, bias: Option<&[f32]>) -> Result<T
     let mut out = vec![0f32; rows * n];
     let mut shape = x.dims().to_vec();
     *shape.last_mut().unwrap_or(&mut 0) = n;
-    if rows == 1 {
-        gemv_int8_into(isa, &xv, w, bias, &mut out);
+    if rows <= MAX_GEMV_ROWS {
+        gemv_int8_rows_into(isa, &xv, rows, w, bias, &mut out);
     } else {
         gemm_int8_into(&xv, rows, w, bias, &mut out);
     }
@@ -97,8 +100,8 @@ pub fn linear_int8_into(
             rhs: w.dims().to_vec(),
         });
     }
-    if rows == 1 {
-        gemv_int8_into(Isa::current(), x, w, bias, out);
+    if rows <= MAX_GEMV_ROWS {
+        gemv_int8_rows_into(Isa::current(), x, rows, w, bias, out);
     } else {
         gemm_int8_into(x, rows, w, bias, out);
     }
@@ -111,19 +114,21 @@ fn gemv_int8_into(isa: Isa, x: &[f32], w: &Int8Weight, bias: Option<&[f32]>, y: 
     assert!(x.len() == k && y.len() == n, "gemv_int8 bounds");
     let (q, scales) = (w.q(), w.scales());
     let row = |o: usize| &q[o * k..(o + 1) * k];
+    // Rows `first..first + ys.len()`, four at a time from four sub-blocks (long prefetch
+    // streams: `gemv::spread_quad`).
     let block = |first: usize, ys: &mut [f32]| {
-        let mut quads = ys.chunks_exact_mut(4);
-        let mut o = first;
-        for quad in &mut quads {
-            let d = dot4_i8(isa, x, [row(o), row(o + 1), row(o + 2), row(o + 3)]);
-            quad.copy_from_slice(&d);
-            o += 4;
-        }
-        for v in quads.into_remainder() {
-            *v = dot_i8(isa, x, row(o));
-            o += 1;
-        }
         let len = ys.len();
+        let s4 = len / 4;
+        for j in 0..s4 {
+            let [a, b, c, d] = spread_quad(first, s4, j);
+            let v = dot4_i8(isa, x, [row(a), row(b), row(c), row(d)]);
+            for (r, v) in v.into_iter().enumerate() {
+                ys[r * s4 + j] = v;
+            }
+        }
+        for (j, v) in ys.iter_mut().enumerate().skip(4 * s4) {
+            *v = dot_i8(isa, x, row(first + j));
+        }
         let s = &scales[first..first + len];
         match bias {
             Some(b) => {
@@ -136,11 +141,103 @@ fn gemv_int8_into(isa: Isa, x: &[f32], w: &Int8Weight, bias: Option<&[f32]>, y: 
         }
     };
     if n * k >= 1 << 18 && n >= 2 * ROWS_PER_TASK {
-        y.par_chunks_mut(ROWS_PER_TASK)
+        let rpt = rows_per_task(n);
+        y.par_chunks_mut(rpt)
             .enumerate()
-            .for_each(|(c, ys)| block(c * ROWS_PER_TASK, ys));
+            .for_each(|(c, ys)| block(c * rpt, ys));
     } else {
         block(0, y);
+    }
+}
+
+/// Batch-invariant small-batch int8 GEMV: `y[r, o] = scale[o] * dot(x[r], q[o]) (+ b[o])` for
+/// `rows` x rows (`x` is `[rows, in]`, `y` is `[rows, out]`), each weight row read once per group
+/// of `gemv::group_rows` x rows. Every `y[r, o]` is bitwise identical to the one-row GEMV of
+/// `x[r]` (`simd::int8::dot_rows_i8`'s contract), so a request's logits do not depend on which
+/// other rows share its decode batch.
+pub(crate) fn gemv_int8_rows_into(
+    isa: Isa,
+    x: &[f32],
+    rows: usize,
+    w: &Int8Weight,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let [n, k] = w.dims();
+    assert!(
+        rows > 0 && x.len() == rows * k && y.len() == rows * n,
+        "gemv_int8_rows bounds"
+    );
+    if rows == 1 {
+        return gemv_int8_into(isa, x, w, bias, y);
+    }
+    let g = group_rows(isa);
+    for (xg, yg) in x.chunks(g * k).zip(y.chunks_mut(g * n)) {
+        // `Int8Weight` is never empty (`n, k > 0`).
+        match yg.len() / n {
+            1 => gemv_int8_into(isa, xg, w, bias, yg),
+            2 => gemv_int8_m::<2>(isa, xg, w, bias, yg),
+            3 => gemv_int8_m::<3>(isa, xg, w, bias, yg),
+            _ => gemv_int8_m::<4>(isa, xg, w, bias, yg),
+        }
+    }
+}
+
+/// `M` x rows against every int8 weight row; same row order and epilogue as [`gemv_int8_into`].
+fn gemv_int8_m<const M: usize>(
+    isa: Isa,
+    x: &[f32],
+    w: &Int8Weight,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let [n, k] = w.dims();
+    assert!(x.len() == M * k && y.len() == M * n, "gemv_int8_m bounds");
+    let (q, scales) = (w.q(), w.scales());
+    let xs: [&[f32]; M] = std::array::from_fn(|r| &x[r * k..(r + 1) * k]);
+    let out = SharedOut::new(y, n);
+    let block = |first: usize, len: usize| {
+        // SAFETY: `first + len <= n` (the callers below), and the blocks are disjoint column ranges.
+        let mut ys: [&mut [f32]; M] =
+            std::array::from_fn(|r| unsafe { out.columns(r, first, len) });
+        let row = |o: usize| &q[o * k..(o + 1) * k];
+        // Four weight rows at a time from four sub-blocks, as in the one-row GEMV.
+        let s4 = len / 4;
+        for j in 0..s4 {
+            let d = dot4_rows_i8::<M>(isa, xs, spread_quad(first, s4, j).map(row));
+            for (t, dt) in d.iter().enumerate() {
+                for (yr, &v) in ys.iter_mut().zip(dt) {
+                    yr[t * s4 + j] = v;
+                }
+            }
+        }
+        for j in 4 * s4..len {
+            let d = dot_rows_i8::<M>(isa, xs, row(first + j));
+            for (yr, v) in ys.iter_mut().zip(d) {
+                yr[j] = v;
+            }
+        }
+        let s = &scales[first..first + len];
+        for yr in ys.iter_mut() {
+            match bias {
+                Some(b) => {
+                    let b = &b[first..first + len];
+                    for ((v, &s), &b) in yr.iter_mut().zip(s).zip(b) {
+                        *v = *v * s + b;
+                    }
+                }
+                None => yr.iter_mut().zip(s).for_each(|(v, &s)| *v *= s),
+            }
+        }
+    };
+    if worth_parallel(n, k) {
+        let rpt = rows_per_task(n);
+        (0..n.div_ceil(rpt)).into_par_iter().for_each(|c| {
+            let first = c * rpt;
+            block(first, rpt.min(n - first));
+        });
+    } else {
+        block(0, n);
     }
 }
 
@@ -198,6 +295,119 @@ fn gemm_int8_into(x: &[f32], rows: usize, w: &Int8Weight, bias: Option<&[f32]>, 
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::simd::with_isa;
+
+    fn values(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+            })
+            .collect()
+    }
+
+    fn weight(seed: u64, n: usize, k: usize) -> Int8Weight {
+        let q = values(seed, n * k)
+            .iter()
+            .map(|v| (v * 63.0) as i8)
+            .collect();
+        let scales = values(seed ^ 5, n).iter().map(|v| v.abs() + 0.01).collect();
+        Int8Weight::from_parts(q, scales, n, k).unwrap()
+    }
+
+    /// `(values, Σ|terms| + |b|)` of `x · deq(W)ᵀ + b` in f64.
+    fn reference(x: &[f32], w: &Int8Weight, b: Option<&[f32]>) -> (Vec<f64>, Vec<f64>) {
+        let [n, k] = w.dims();
+        let (mut want, mut mag) = (Vec::new(), Vec::new());
+        for xr in x.chunks(k) {
+            for o in 0..n {
+                let mut acc = b.map_or(0.0, |b| b[o] as f64);
+                let mut g = acc.abs();
+                for (i, &xv) in xr.iter().enumerate() {
+                    let t = xv as f64 * w.scales()[o] as f64 * w.q()[o * k + i] as f64;
+                    acc += t;
+                    g += t.abs();
+                }
+                want.push(acc);
+                mag.push(g);
+            }
+        }
+        (want, mag)
+    }
+
+    fn check_rows(m: usize, k: usize, n: usize, bias: bool, seed: u64) {
+        let w = weight(seed, n, k);
+        let x = values(seed ^ 0x9e37, m * k);
+        let b = values(seed ^ 0x51ed, n);
+        let b = bias.then_some(&b[..]);
+        let (want, mag) = reference(&x, &w, b);
+        for isa in Isa::available() {
+            let mut many = vec![f32::NAN; m * n];
+            with_isa(isa, || gemv_int8_rows_into(isa, &x, m, &w, b, &mut many)).unwrap();
+            for r in 0..m {
+                let mut one = vec![f32::NAN; n];
+                gemv_int8_into(isa, &x[r * k..(r + 1) * k], &w, b, &mut one);
+                for o in 0..n {
+                    let got = many[r * n + o];
+                    assert_eq!(
+                        got.to_bits(),
+                        one[o].to_bits(),
+                        "{isa} m={m} k={k} n={n} row {r} col {o}: {got} vs {}",
+                        one[o]
+                    );
+                    let e = r * n + o;
+                    assert!(((got as f64 - want[e]) / (mag[e] + 1e-30)).abs() < 1e-5);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// 2..=8 rows and beyond (several passes), odd sizes: bitwise equal to the one-row GEMV.
+        #[test]
+        fn int8_rows_are_bitwise_equal_to_one_row(
+            m in 2usize..12, k in 1usize..140, n in 1usize..70, bias in any::<bool>(), seed in any::<u64>(),
+        ) {
+            check_rows(m, k, n, bias, seed);
+        }
+
+        /// More than `MAX_GEMV_ROWS` rows take the dequantised-panel GEMM.
+        #[test]
+        fn int8_gemm_matches_reference(
+            m in 9usize..20, k in 1usize..100, n in 1usize..50, bias in any::<bool>(), seed in any::<u64>(),
+        ) {
+            let w = weight(seed, n, k);
+            let x = values(seed ^ 3, m * k);
+            let b = values(seed ^ 4, n);
+            let b = bias.then_some(&b[..]);
+            let (want, mag) = reference(&x, &w, b);
+            let mut y = vec![f32::NAN; m * n];
+            linear_int8_into(&x, m, &w, b, &mut y).unwrap();
+            for ((&got, &want), &mag) in y.iter().zip(&want).zip(&mag) {
+                prop_assert!(((got as f64 - want) / (mag + 1e-30)).abs() < 1e-6);
+            }
+        }
+    }
+
+    /// Shapes big enough for the rayon split.
+    #[test]
+    fn int8_rows_are_bitwise_equal_on_parallel_shapes() {
+        for (m, k, n) in [(2, 515, 301), (8, 1031, 260), (3, 2048, 130)] {
+            check_rows(m, k, n, true, 11 + k as u64);
         }
     }
 }

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::ops::gemv::{gemv_into, WeightRows};
+use crate::ops::gemv::{gemv_into, gemv_rows_into, WeightRows, MAX_GEMV_ROWS};
 use crate::ops::matmul::{f32_storage, gemm_f32, StridedMat};
 use crate::simd::Isa;
 use crate::storage::CpuSlice;
@@ -100,6 +100,110 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         half_weight_gemm(&mut out, rows, w, lhs, bias.is_some())?;
     }
     Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()))
+}
+
+/// [`linear`] into a caller's buffer: `x` is `[rows, in]` f32 row-major, `out` is `[rows, out]`.
+///
+/// Up to eight rows (decode) take the GEMV path: weights read once in their stored dtype, bias
+/// added in f32, nothing allocated, and each row's result bitwise what one-row [`linear`] gives
+/// (batch-invariant). More rows with f32 weights run one GEMM written straight into `out`; with
+/// bf16/f16 weights they take [`linear`]'s panel GEMM, whose converted panels are temporary buffers.
+///
+/// ```
+/// use kosmos_tensor::{ops, Device, Tensor};
+/// let w = Tensor::from_vec(vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2], &Device::Cpu)?;
+/// let mut out = [0f32; 3];
+/// ops::linear_into(&[1.0, 2.0], &w, None, &mut out)?;
+/// assert_eq!(out, [1.0, 2.0, 3.0]);
+/// # Ok::<(), kosmos_tensor::Error>(())
+/// ```
+pub fn linear_into(x: &[f32], w: &Tensor, b: Option<&Tensor>, out: &mut [f32]) -> Result<()> {
+    let op = "linear_into";
+    let isa = Isa::current();
+    check_cpu(op, w.device())?;
+    super::reject_empty(op, w)?;
+    if w.rank() != 2 {
+        return Err(Error::Rank {
+            op,
+            expected: 2,
+            shape: w.dims().to_vec(),
+        });
+    }
+    let (n, k) = (w.dims()[0], w.dims()[1]);
+    if x.is_empty() || !x.len().is_multiple_of(k) || out.len() != x.len() / k * n {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: vec![x.len(), out.len()],
+            rhs: w.dims().to_vec(),
+        });
+    }
+    let rows = x.len() / k;
+    if let Some(b) = b {
+        super::expect_vector(op, b, n, w)?;
+        check_cpu(op, b.device())?;
+    }
+    // The bias as a typed slice when it is contiguous (always, for loaded weights).
+    let bias = b.map(|b| b.contiguous_slice().ok_or(b));
+    if rows <= MAX_GEMV_ROWS && w.strides()[1] == 1 {
+        // GEMV (one row, or a small decode batch reading the weights once).
+        let rows_view = WeightRows {
+            data: w.storage.slice(),
+            offset: w.layout.offset,
+            row_stride: w.strides()[0],
+        };
+        match bias {
+            None => gemv_rows_into(isa, x, rows, rows_view, None, out),
+            Some(Ok(CpuSlice::F32(bv))) => gemv_rows_into(isa, x, rows, rows_view, Some(bv), out),
+            Some(Ok(other)) => {
+                // `dot + bias` in f32, as the f32 path does (the conversion is exact).
+                gemv_rows_into(isa, x, rows, rows_view, None, out);
+                for row in out.chunks_mut(n) {
+                    row.iter_mut()
+                        .enumerate()
+                        .for_each(|(i, v)| *v += other.get_f32(i));
+                }
+            }
+            Some(Err(bt)) => {
+                let bv = bt.f32_cow(op)?;
+                gemv_rows_into(isa, x, rows, rows_view, Some(&bv), out);
+            }
+        }
+        return Ok(());
+    }
+    match bias {
+        None => {}
+        Some(Ok(bs)) => {
+            for row in out.chunks_mut(n) {
+                row.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, v)| *v = bs.get_f32(i));
+            }
+        }
+        Some(Err(bt)) => {
+            let bv = bt.f32_cow(op)?;
+            for row in out.chunks_mut(n) {
+                row.copy_from_slice(&bv);
+            }
+        }
+    }
+    let lhs = StridedMat {
+        data: x,
+        offset: 0,
+        rs: k,
+        cs: 1,
+    };
+    if w.dtype() == DType::F32 {
+        let rhs = StridedMat {
+            data: f32_storage(w),
+            offset: w.layout.offset,
+            rs: w.strides()[1],
+            cs: w.strides()[0],
+        };
+        gemm_f32(out, n, (rows, n, k), lhs, rhs, b.is_some(), true);
+        Ok(())
+    } else {
+        half_weight_gemm(out, rows, w, lhs, b.is_some())
+    }
 }
 
 /// GEMM with bf16/f16 weights: convert panels of `W` rows to f32 (in parallel, into one reused buffer

@@ -13,19 +13,46 @@ mod norm;
 mod reduce;
 mod softmax;
 
-pub use activation::{gelu_erf, quick_gelu};
-pub use attention::{attention, attention_with_probs};
+pub use activation::{gelu_erf, gelu_erf_inplace, quick_gelu, quick_gelu_inplace};
+pub use attention::{attention, attention_decode_into, attention_with_probs, DecodeAttention};
 pub use conv::patchify_conv;
-pub use embedding::embedding;
+pub use embedding::{embedding, embedding_into};
 pub use int8::{linear_int8, linear_int8_into};
-pub use linear::linear;
+pub use linear::{linear, linear_into};
 pub use matmul::matmul;
-pub use norm::{add_layer_norm, l2_normalize_last_dim, layer_norm};
-pub use reduce::{argmax_last_dim, top_k_last_dim};
+pub use norm::{
+    add_layer_norm, add_layer_norm_into, l2_normalize_last_dim, layer_norm, layer_norm_into,
+};
+pub use reduce::{argmax_last_dim, argmax_slice, top_k_last_dim};
 pub use softmax::{log_softmax_last_dim, softmax_last_dim};
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+
+/// Runs `f` on a thread of the rayon pool the ops use (the global pool, or the one `f`'s caller is
+/// already in), and returns its result.
+///
+/// Parallel ops called from outside the pool inject their work through rayon's global queue, which
+/// allocates a queue block every 63 injections; called from inside the pool they use the thread's
+/// own queue and allocate nothing. A decode loop that must not allocate per token runs in here.
+///
+/// ```
+/// assert_eq!(kosmos_tensor::ops::in_pool(|| 6 * 7), 42);
+/// ```
+pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
+/// Makes every thread of the current rayon pool start and run a no-op job, so that their start-up
+/// (which allocates, and is asynchronous) is over before latency-sensitive work such as a decode
+/// loop that must not allocate.
+///
+/// ```
+/// kosmos_tensor::ops::warm_pool();
+/// ```
+pub fn warm_pool() {
+    rayon::broadcast(|_| ());
+}
 
 /// `(rows, cols)` of `x` seen as `[rows, last_dim]`; rejects rank 0 and empty tensors.
 pub(crate) fn rows_cols(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {

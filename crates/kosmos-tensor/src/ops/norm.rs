@@ -2,7 +2,9 @@
 
 use rayon::prelude::*;
 
+use crate::dtype::WithDType;
 use crate::error::{Error, Result};
+use crate::storage::CpuSlice;
 use crate::tensor::{check_cpu, Tensor, PAR_THRESHOLD};
 
 /// Sum with 16 independent f32 lanes (vectorises; pairwise-like accuracy).
@@ -116,6 +118,113 @@ pub fn add_layer_norm(
         Tensor::from_f32_with_dtype(sum, x.dims(), x.dtype()),
         Tensor::from_f32_with_dtype(normed, x.dims(), x.dtype()),
     ))
+}
+
+/// [`norm_row`] with weights of any (matching) dtype, converted exactly to f32 per element.
+#[inline(always)]
+fn norm_row_t<W: WithDType>(x: &[f32], w: &[W], b: &[W], eps: f32, out: &mut [f32]) {
+    let d = x.len() as f32;
+    let mean = lane_sum(x, |v| v) / d;
+    let var = lane_sum(x, |v| (v - mean) * (v - mean)) / d;
+    let rstd = 1.0 / (var + eps).sqrt();
+    for (((o, &v), &g), &bb) in out.iter_mut().zip(x).zip(w).zip(b) {
+        *o = (v - mean) * rstd * g.to_f32() + bb.to_f32();
+    }
+}
+
+/// Checks an `_into` LayerNorm's buffers: `x` holds whole rows of `w`'s width.
+fn check_into(
+    op: &'static str,
+    x: &[f32],
+    w: &Tensor,
+    b: &Tensor,
+    outs: &[usize],
+) -> Result<usize> {
+    check_cpu(op, w.device())?;
+    check_cpu(op, b.device())?;
+    let d = w.elem_count();
+    if w.rank() != 1 || b.dims() != w.dims() || d == 0 {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: w.dims().to_vec(),
+            rhs: b.dims().to_vec(),
+        });
+    }
+    if x.is_empty() || !x.len().is_multiple_of(d) || outs.iter().any(|&n| n != x.len()) {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: vec![x.len()],
+            rhs: vec![d],
+        });
+    }
+    Ok(d)
+}
+
+/// Normalises every `d`-row of `x` into `out` with weights in their stored dtype (no allocation
+/// when both are contiguous and of the same dtype, as loaded weights are).
+fn norm_rows_into(
+    op: &'static str,
+    x: &[f32],
+    w: &Tensor,
+    b: &Tensor,
+    eps: f32,
+    out: &mut [f32],
+) -> Result<()> {
+    let d = w.elem_count();
+    let rows = x.chunks_exact(d).zip(out.chunks_exact_mut(d));
+    match (w.contiguous_slice(), b.contiguous_slice()) {
+        (Some(CpuSlice::F32(wv)), Some(CpuSlice::F32(bv))) => {
+            rows.for_each(|(x, o)| norm_row(x, wv, bv, eps, o))
+        }
+        (Some(CpuSlice::BF16(wv)), Some(CpuSlice::BF16(bv))) => {
+            rows.for_each(|(x, o)| norm_row_t(x, wv, bv, eps, o))
+        }
+        (Some(CpuSlice::F16(wv)), Some(CpuSlice::F16(bv))) => {
+            rows.for_each(|(x, o)| norm_row_t(x, wv, bv, eps, o))
+        }
+        _ => {
+            let (wv, bv) = (w.f32_cow(op)?, b.f32_cow(op)?);
+            rows.for_each(|(x, o)| norm_row(x, &wv, &bv, eps, o))
+        }
+    }
+    Ok(())
+}
+
+/// [`layer_norm`] into a caller's buffer: `x` and `out` are `[rows, D]` f32 row-major, `w`/`b` are
+/// `[D]` in any dtype (read in place). Same arithmetic as [`layer_norm`]; allocates nothing.
+///
+/// ```
+/// use kosmos_tensor::{ops, Device, Tensor};
+/// let w = Tensor::from_vec(vec![1.0, 1.0], &[2], &Device::Cpu)?;
+/// let b = Tensor::from_vec(vec![0.0, 0.0], &[2], &Device::Cpu)?;
+/// let mut out = [0f32; 2];
+/// ops::layer_norm_into(&[1.0, 3.0], &w, &b, 0.0, &mut out)?;
+/// assert_eq!(out, [-1.0, 1.0]);
+/// # Ok::<(), kosmos_tensor::Error>(())
+/// ```
+pub fn layer_norm_into(x: &[f32], w: &Tensor, b: &Tensor, eps: f32, out: &mut [f32]) -> Result<()> {
+    let op = "layer_norm_into";
+    check_into(op, x, w, b, &[out.len()])?;
+    norm_rows_into(op, x, w, b, eps, out)
+}
+
+/// [`add_layer_norm`] into caller buffers: `sum = x + residual`, `normed = layer_norm(sum)`; all
+/// four slices are `[rows, D]` f32. Allocates nothing.
+pub fn add_layer_norm_into(
+    x: &[f32],
+    residual: &[f32],
+    w: &Tensor,
+    b: &Tensor,
+    eps: f32,
+    sum: &mut [f32],
+    normed: &mut [f32],
+) -> Result<()> {
+    let op = "add_layer_norm_into";
+    check_into(op, x, w, b, &[residual.len(), sum.len(), normed.len()])?;
+    for ((s, &a), &c) in sum.iter_mut().zip(x).zip(residual) {
+        *s = a + c;
+    }
+    norm_rows_into(op, sum, w, b, eps, normed)
 }
 
 /// `x / max(||x||₂, eps)` over the last dim, as `torch.nn.functional.normalize`.

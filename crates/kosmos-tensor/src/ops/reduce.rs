@@ -30,6 +30,23 @@ pub fn argmax_last_dim(x: &Tensor) -> Result<Vec<u32>> {
         .collect())
 }
 
+/// Index of the largest value of `row` (first wins ties, -0.0 == +0.0, NaN above +inf, as
+/// [`argmax_last_dim`]); `None` for an empty row. Allocates nothing.
+///
+/// ```
+/// assert_eq!(kosmos_tensor::ops::argmax_slice(&[1.0, 3.0, 3.0, -2.0]), Some(1));
+/// ```
+pub fn argmax_slice(row: &[f32]) -> Option<u32> {
+    let first = *row.first()?;
+    let mut best = (0usize, key(first));
+    for (i, &v) in row.iter().enumerate().skip(1) {
+        if key(v).total_cmp(&best.1) == Ordering::Greater {
+            best = (i, key(v));
+        }
+    }
+    Some(best.0 as u32)
+}
+
 /// The `k` largest `(index, value)` pairs of each row, largest first (ties: lower index first).
 pub fn top_k_last_dim(x: &Tensor, k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
     check_cpu("top_k_last_dim", x.device())?;

@@ -1,5 +1,19 @@
-//! Dot products of an f32 vector with f32 / bf16 / f16 weights, converted to f32 in registers.
-//! These are the GEMV (decode) kernels: one weight row per call, memory-bound.
+//! Dot products of f32 vectors with f32 / bf16 / f16 weights, converted to f32 in registers.
+//! These are the GEMV (decode) kernels: memory-bound, reading each weight once.
+//!
+//! **One arithmetic per (x, w) pair.** Every entry point below ([`DotElem::dot`], [`DotElem::dot4`]:
+//! one x against four weight rows, [`DotElem::dot_rows`]: up to eight x rows against one weight row)
+//! computes each dot product with exactly the same sequence of f32 operations for a given SIMD
+//! level (same accumulators, same lanes, same tail handling, same final reduction). A result
+//! therefore never depends on which kernel produced it, which is what makes the multi-row GEMV
+//! (`ops::gemv::gemv_rows_into`) bitwise identical to the one-row GEMV, row by row.
+//!
+//! - AVX-512: two accumulators; 32 columns per step (`a0` takes columns `i..i+16`, `a1` takes
+//!   `i+16..i+32`), then one 16-column step into `a0`, then a masked tail into `a1`;
+//!   result `reduce_add(a0 + a1)`.
+//! - AVX2: two accumulators; 16 columns per step (8 each), then one 8-column step into `a0`;
+//!   result `hsum(a0 + a1)`, then the `< 8` tail columns added one by one.
+//! - Scalar: 8 lanes over chunks of 64 converted weights; fixed pairwise reduction.
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
@@ -12,26 +26,20 @@ pub(crate) trait DotElem: Copy + Send + Sync + 'static {
     fn dot(isa: Isa, x: &[f32], w: &[Self]) -> f32;
     /// Four dot products of `x` with four rows at once (one load of `x` feeds four FMAs).
     fn dot4(isa: Isa, x: &[f32], w: [&[Self]; 4]) -> [f32; 4];
+    /// `M` dot products of `M` x rows with one weight row (one load and conversion of `w` feeds
+    /// `M` FMAs); each result is bitwise equal to `dot(isa, xs[r], w)`.
+    fn dot_rows<const M: usize>(isa: Isa, xs: [&[f32]; M], w: &[Self]) -> [f32; M];
+    /// `M` x rows against four weight rows (four memory streams, as in `dot4`); result `[q][r]`
+    /// is bitwise equal to `dot(isa, xs[r], w[q])`.
+    fn dot4_rows<const M: usize>(isa: Isa, xs: [&[f32]; M], w: [&[Self]; 4]) -> [[f32; M]; 4];
 }
 
 macro_rules! impl_dot_elem {
-    ($t:ty, $conv:expr, $d512:ident, $d2:ident, $q512:ident, $q2:ident) => {
+    ($t:ty, $conv:expr, $m512:ident, $m2:ident, $q512:ident, $q2:ident, $qm512:ident, $qm2:ident) => {
         impl DotElem for $t {
             #[inline]
             fn dot(isa: Isa, x: &[f32], w: &[$t]) -> f32 {
-                assert_eq!(x.len(), w.len(), "dot: length mismatch");
-                #[cfg(target_arch = "x86_64")]
-                {
-                    // SAFETY: `isa` is only ever a level `Isa::is_supported` returned true for, and
-                    // the lengths were checked above.
-                    match isa {
-                        Isa::Avx512 | Isa::Avx512Bf16 => return unsafe { x86::$d512(x, w) },
-                        Isa::Avx2 => return unsafe { x86::$d2(x, w) },
-                        Isa::Scalar => {}
-                    }
-                }
-                let _ = isa;
-                scalar_dot(x, w, $conv)
+                Self::dot_rows::<1>(isa, [x], w)[0]
             }
 
             #[inline]
@@ -42,7 +50,8 @@ macro_rules! impl_dot_elem {
                 );
                 #[cfg(target_arch = "x86_64")]
                 {
-                    // SAFETY: as in `dot`.
+                    // SAFETY: `isa` is only ever a level `Isa::is_supported` returned true for, and
+                    // the lengths were checked above.
                     match isa {
                         Isa::Avx512 | Isa::Avx512Bf16 => return unsafe { x86::$q512(x, w) },
                         Isa::Avx2 => return unsafe { x86::$q2(x, w) },
@@ -50,7 +59,49 @@ macro_rules! impl_dot_elem {
                     }
                 }
                 let _ = isa;
-                w.map(|r| scalar_dot(x, r, $conv))
+                w.map(|r| scalar_dot_rows([x], r, $conv)[0])
+            }
+
+            #[inline]
+            fn dot_rows<const M: usize>(isa: Isa, xs: [&[f32]; M], w: &[$t]) -> [f32; M] {
+                assert!(
+                    xs.iter().all(|x| x.len() == w.len()),
+                    "dot_rows: length mismatch"
+                );
+                #[cfg(target_arch = "x86_64")]
+                {
+                    // SAFETY: as in `dot4`.
+                    match isa {
+                        Isa::Avx512 | Isa::Avx512Bf16 => return unsafe { x86::$m512(xs, w) },
+                        Isa::Avx2 => return unsafe { x86::$m2(xs, w) },
+                        Isa::Scalar => {}
+                    }
+                }
+                let _ = isa;
+                scalar_dot_rows(xs, w, $conv)
+            }
+
+            #[inline]
+            fn dot4_rows<const M: usize>(
+                isa: Isa,
+                xs: [&[f32]; M],
+                w: [&[$t]; 4],
+            ) -> [[f32; M]; 4] {
+                assert!(
+                    xs.iter().all(|x| w.iter().all(|r| r.len() == x.len())),
+                    "dot4_rows: length mismatch"
+                );
+                #[cfg(target_arch = "x86_64")]
+                {
+                    // SAFETY: as in `dot4`.
+                    match isa {
+                        Isa::Avx512 | Isa::Avx512Bf16 => return unsafe { x86::$qm512(xs, w) },
+                        Isa::Avx2 => return unsafe { x86::$qm2(xs, w) },
+                        Isa::Scalar => {}
+                    }
+                }
+                let _ = isa;
+                w.map(|r| scalar_dot_rows(xs, r, $conv))
             }
         }
     };
@@ -59,50 +110,65 @@ macro_rules! impl_dot_elem {
 impl_dot_elem!(
     f32,
     |s: &[f32], d: &mut [f32]| d.copy_from_slice(s),
-    dot_f32_avx512,
-    dot_f32_avx2,
+    dotm_f32_avx512,
+    dotm_f32_avx2,
     dot4_f32_avx512,
-    dot4_f32_avx2
+    dot4_f32_avx2,
+    dot4m_f32_avx512,
+    dot4m_f32_avx2
 );
 impl_dot_elem!(
     bf16,
     |s: &[bf16], d: &mut [f32]| s.convert_to_f32_slice(d),
-    dot_bf16_avx512,
-    dot_bf16_avx2,
+    dotm_bf16_avx512,
+    dotm_bf16_avx2,
     dot4_bf16_avx512,
-    dot4_bf16_avx2
+    dot4_bf16_avx2,
+    dot4m_bf16_avx512,
+    dot4m_bf16_avx2
 );
 impl_dot_elem!(
     f16,
     |s: &[f16], d: &mut [f32]| s.convert_to_f32_slice(d),
-    dot_f16_avx512,
-    dot_f16_avx2,
+    dotm_f16_avx512,
+    dotm_f16_avx2,
     dot4_f16_avx512,
-    dot4_f16_avx2
+    dot4_f16_avx2,
+    dot4m_f16_avx512,
+    dot4m_f16_avx2
 );
 
-/// Portable dot product: converts 64 weights at a time (`half`'s slice conversion, which uses the
-/// hardware where it can) and accumulates in 8 independent lanes.
+/// Portable dot products of `M` x rows with one weight row: converts 64 weights at a time
+/// (`half`'s slice conversion, which uses the hardware where it can) and accumulates each x row in
+/// 8 independent lanes. Each row's sequence of operations does not depend on `M`.
 #[inline(always)]
-fn scalar_dot<W: Copy>(x: &[f32], w: &[W], conv: impl Fn(&[W], &mut [f32])) -> f32 {
-    let mut acc = [0f32; 8];
+fn scalar_dot_rows<W: Copy, const M: usize>(
+    xs: [&[f32]; M],
+    w: &[W],
+    conv: impl Fn(&[W], &mut [f32]),
+) -> [f32; M] {
+    let mut acc = [[0f32; 8]; M];
     let mut buf = [0f32; 64];
-    for (xs, ws) in x.chunks(64).zip(w.chunks(64)) {
+    for (c, ws) in w.chunks(64).enumerate() {
         let b = &mut buf[..ws.len()];
         conv(ws, b);
-        let xc = xs.chunks_exact(8);
-        let tail = xc.remainder();
-        for (xv, wv) in xc.zip(b.chunks_exact(8)) {
-            for l in 0..8 {
-                acc[l] += xv[l] * wv[l];
+        let start = c * 64;
+        for (x, acc) in xs.iter().zip(acc.iter_mut()) {
+            let xs = &x[start..start + ws.len()];
+            let xc = xs.chunks_exact(8);
+            let tail = xc.remainder();
+            for (xv, wv) in xc.zip(b.chunks_exact(8)) {
+                for l in 0..8 {
+                    acc[l] += xv[l] * wv[l];
+                }
+            }
+            let done = xs.len() - tail.len();
+            for (l, (a, c)) in tail.iter().zip(&b[done..]).enumerate() {
+                acc[l] += a * c;
             }
         }
-        let done = xs.len() - tail.len();
-        for (l, (a, c)) in tail.iter().zip(&b[done..]).enumerate() {
-            acc[l] += a * c;
-        }
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    acc.map(|a| ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -149,46 +215,10 @@ mod x86 {
         unsafe { _mm512_maskz_loadu_ps(m, p) }
     }
 
-    macro_rules! avx512_dot {
-        ($name:ident, $t:ty, $load:ident, $load_masked:ident) => {
-            /// # Safety
-            /// The CPU must support AVX-512 F/BW/VL; `x.len() == w.len()`.
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-            pub(super) unsafe fn $name(x: &[f32], w: &[$t]) -> f32 {
-                let n = x.len().min(w.len());
-                let (xp, wp) = (x.as_ptr(), w.as_ptr());
-                let mut acc = [_mm512_setzero_ps(); 4];
-                let mut i = 0;
-                // SAFETY: every load below stays inside `0..n` (the tail is masked).
-                unsafe {
-                    while i + 64 <= n {
-                        for (j, a) in acc.iter_mut().enumerate() {
-                            let o = i + 16 * j;
-                            *a = _mm512_fmadd_ps(f32x16(xp.add(o)), $load(wp.add(o)), *a);
-                        }
-                        i += 64;
-                    }
-                    while i + 16 <= n {
-                        acc[0] = _mm512_fmadd_ps(f32x16(xp.add(i)), $load(wp.add(i)), acc[0]);
-                        i += 16;
-                    }
-                    if i < n {
-                        let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
-                        acc[1] = _mm512_fmadd_ps(
-                            f32x16_masked(xp.add(i), m),
-                            $load_masked(wp.add(i), m),
-                            acc[1],
-                        );
-                    }
-                }
-                let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-                _mm512_reduce_add_ps(s)
-            }
-        };
-    }
-
     macro_rules! avx512_dot4 {
         ($name:ident, $t:ty, $load:ident, $load_masked:ident) => {
+            /// One x against four weight rows, with the module's AVX-512 per-pair arithmetic.
+            ///
             /// # Safety
             /// The CPU must support AVX-512 F/BW/VL; every row has `x.len()` elements.
             #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
@@ -230,13 +260,129 @@ mod x86 {
         };
     }
 
+    macro_rules! avx512_dotm {
+        ($name:ident, $t:ty, $load:ident, $load_masked:ident) => {
+            /// `M` x rows against one weight row, with the same per-pair arithmetic as the `dot4`
+            /// kernel (so results are bitwise equal to it).
+            ///
+            /// # Safety
+            /// The CPU must support AVX-512 F/BW/VL; every x row has `w.len()` elements.
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+            pub(super) unsafe fn $name<const M: usize>(xs: [&[f32]; M], w: &[$t]) -> [f32; M] {
+                let n = w.len();
+                let wp = w.as_ptr();
+                let xp = xs.map(|x| x.as_ptr());
+                let mut a0 = [_mm512_setzero_ps(); M];
+                let mut a1 = [_mm512_setzero_ps(); M];
+                let mut i = 0;
+                // SAFETY: every load below stays inside `0..n` (the tail is masked).
+                unsafe {
+                    while i + 32 <= n {
+                        let w0 = $load(wp.add(i));
+                        let w1 = $load(wp.add(i + 16));
+                        for r in 0..M {
+                            a0[r] = _mm512_fmadd_ps(f32x16(xp[r].add(i)), w0, a0[r]);
+                            a1[r] = _mm512_fmadd_ps(f32x16(xp[r].add(i + 16)), w1, a1[r]);
+                        }
+                        i += 32;
+                    }
+                    if i + 16 <= n {
+                        let w0 = $load(wp.add(i));
+                        for r in 0..M {
+                            a0[r] = _mm512_fmadd_ps(f32x16(xp[r].add(i)), w0, a0[r]);
+                        }
+                        i += 16;
+                    }
+                    if i < n {
+                        let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
+                        let w0 = $load_masked(wp.add(i), m);
+                        for r in 0..M {
+                            a1[r] = _mm512_fmadd_ps(f32x16_masked(xp[r].add(i), m), w0, a1[r]);
+                        }
+                    }
+                }
+                let mut out = [0f32; M];
+                for r in 0..M {
+                    out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
+                }
+                out
+            }
+        };
+    }
+
+    macro_rules! avx512_dot4m {
+        ($name:ident, $t:ty, $load:ident, $load_masked:ident) => {
+            /// `M` x rows against four weight rows, with the same per-pair arithmetic as the
+            /// `dot4` kernel (so results are bitwise equal to it).
+            ///
+            /// # Safety
+            /// The CPU must support AVX-512 F/BW/VL; every row has the same length.
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+            pub(super) unsafe fn $name<const M: usize>(
+                xs: [&[f32]; M],
+                w: [&[$t]; 4],
+            ) -> [[f32; M]; 4] {
+                let n = w[0].len();
+                let wp = w.map(|r| r.as_ptr());
+                let xp = xs.map(|x| x.as_ptr());
+                let mut a0 = [[_mm512_setzero_ps(); M]; 4];
+                let mut a1 = [[_mm512_setzero_ps(); M]; 4];
+                let mut i = 0;
+                // SAFETY: every load below stays inside `0..n` (the tail is masked).
+                unsafe {
+                    while i + 32 <= n {
+                        for q in 0..4 {
+                            let w0 = $load(wp[q].add(i));
+                            let w1 = $load(wp[q].add(i + 16));
+                            for r in 0..M {
+                                a0[q][r] = _mm512_fmadd_ps(f32x16(xp[r].add(i)), w0, a0[q][r]);
+                                a1[q][r] = _mm512_fmadd_ps(f32x16(xp[r].add(i + 16)), w1, a1[q][r]);
+                            }
+                        }
+                        i += 32;
+                    }
+                    if i + 16 <= n {
+                        for q in 0..4 {
+                            let w0 = $load(wp[q].add(i));
+                            for r in 0..M {
+                                a0[q][r] = _mm512_fmadd_ps(f32x16(xp[r].add(i)), w0, a0[q][r]);
+                            }
+                        }
+                        i += 16;
+                    }
+                    if i < n {
+                        let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
+                        for q in 0..4 {
+                            let w0 = $load_masked(wp[q].add(i), m);
+                            for r in 0..M {
+                                a1[q][r] =
+                                    _mm512_fmadd_ps(f32x16_masked(xp[r].add(i), m), w0, a1[q][r]);
+                            }
+                        }
+                    }
+                }
+                let mut out = [[0f32; M]; 4];
+                for q in 0..4 {
+                    for r in 0..M {
+                        out[q][r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[q][r], a1[q][r]));
+                    }
+                }
+                out
+            }
+        };
+    }
+
+    avx512_dot4m!(dot4m_f32_avx512, f32, f32x16, f32x16_masked);
+    avx512_dot4m!(dot4m_bf16_avx512, bf16, bf16x16, bf16x16_masked);
+    avx512_dot4m!(dot4m_f16_avx512, f16, f16x16, f16x16_masked);
+
     avx512_dot4!(dot4_f32_avx512, f32, f32x16, f32x16_masked);
     avx512_dot4!(dot4_bf16_avx512, bf16, bf16x16, bf16x16_masked);
     avx512_dot4!(dot4_f16_avx512, f16, f16x16, f16x16_masked);
 
-    avx512_dot!(dot_f32_avx512, f32, f32x16, f32x16_masked);
-    avx512_dot!(dot_bf16_avx512, bf16, bf16x16, bf16x16_masked);
-    avx512_dot!(dot_f16_avx512, f16, f16x16, f16x16_masked);
+    avx512_dotm!(dotm_f32_avx512, f32, f32x16, f32x16_masked);
+    avx512_dotm!(dotm_bf16_avx512, bf16, bf16x16, bf16x16_masked);
+    avx512_dotm!(dotm_f16_avx512, f16, f16x16, f16x16_masked);
 
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn f32x8(p: *const f32) -> __m256 {
@@ -267,41 +413,6 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
-    macro_rules! avx2_dot {
-        ($name:ident, $t:ty, $load:ident) => {
-            /// # Safety
-            /// The CPU must support AVX2, FMA and F16C; `x.len() == w.len()`.
-            #[target_feature(enable = "avx2,fma,f16c")]
-            pub(super) unsafe fn $name(x: &[f32], w: &[$t]) -> f32 {
-                let n = x.len().min(w.len());
-                let (xp, wp) = (x.as_ptr(), w.as_ptr());
-                let mut acc = [_mm256_setzero_ps(); 4];
-                let mut i = 0;
-                // SAFETY: every load below stays inside `0..n`.
-                unsafe {
-                    while i + 32 <= n {
-                        for (j, a) in acc.iter_mut().enumerate() {
-                            let o = i + 8 * j;
-                            *a = _mm256_fmadd_ps(f32x8(xp.add(o)), $load(wp.add(o)), *a);
-                        }
-                        i += 32;
-                    }
-                    while i + 8 <= n {
-                        acc[0] = _mm256_fmadd_ps(f32x8(xp.add(i)), $load(wp.add(i)), acc[0]);
-                        i += 8;
-                    }
-                }
-                let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-                let mut total = hsum256(s);
-                while i < n {
-                    total += x[i] * w[i].to_f32_lossless();
-                    i += 1;
-                }
-                total
-            }
-        };
-    }
-
     trait ToF32 {
         fn to_f32_lossless(self) -> f32;
     }
@@ -326,6 +437,8 @@ mod x86 {
 
     macro_rules! avx2_dot4 {
         ($name:ident, $t:ty, $load:ident) => {
+            /// One x against four weight rows, with the module's AVX2 per-pair arithmetic.
+            ///
             /// # Safety
             /// The CPU must support AVX2, FMA and F16C; every row has `x.len()` elements.
             #[target_feature(enable = "avx2,fma,f16c")]
@@ -367,13 +480,119 @@ mod x86 {
         };
     }
 
+    macro_rules! avx2_dotm {
+        ($name:ident, $t:ty, $load:ident) => {
+            /// `M` x rows against one weight row, with the same per-pair arithmetic as the `dot4`
+            /// kernel (so results are bitwise equal to it).
+            ///
+            /// # Safety
+            /// The CPU must support AVX2, FMA and F16C; every x row has `w.len()` elements.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(super) unsafe fn $name<const M: usize>(xs: [&[f32]; M], w: &[$t]) -> [f32; M] {
+                let n = w.len();
+                let wp = w.as_ptr();
+                let xp = xs.map(|x| x.as_ptr());
+                let mut a0 = [_mm256_setzero_ps(); M];
+                let mut a1 = [_mm256_setzero_ps(); M];
+                let mut i = 0;
+                // SAFETY: every load below stays inside `0..n`.
+                unsafe {
+                    while i + 16 <= n {
+                        let w0 = $load(wp.add(i));
+                        let w1 = $load(wp.add(i + 8));
+                        for r in 0..M {
+                            a0[r] = _mm256_fmadd_ps(f32x8(xp[r].add(i)), w0, a0[r]);
+                            a1[r] = _mm256_fmadd_ps(f32x8(xp[r].add(i + 8)), w1, a1[r]);
+                        }
+                        i += 16;
+                    }
+                    if i + 8 <= n {
+                        let w0 = $load(wp.add(i));
+                        for r in 0..M {
+                            a0[r] = _mm256_fmadd_ps(f32x8(xp[r].add(i)), w0, a0[r]);
+                        }
+                        i += 8;
+                    }
+                }
+                let mut out = [0f32; M];
+                for r in 0..M {
+                    out[r] = hsum256(_mm256_add_ps(a0[r], a1[r]));
+                    for j in i..n {
+                        out[r] += xs[r][j] * w[j].to_f32_lossless();
+                    }
+                }
+                out
+            }
+        };
+    }
+
+    macro_rules! avx2_dot4m {
+        ($name:ident, $t:ty, $load:ident) => {
+            /// `M` x rows against four weight rows, with the same per-pair arithmetic as the
+            /// `dot4` kernel (so results are bitwise equal to it).
+            ///
+            /// # Safety
+            /// The CPU must support AVX2, FMA and F16C; every row has the same length.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(super) unsafe fn $name<const M: usize>(
+                xs: [&[f32]; M],
+                w: [&[$t]; 4],
+            ) -> [[f32; M]; 4] {
+                let n = w[0].len();
+                let wp = w.map(|r| r.as_ptr());
+                let xp = xs.map(|x| x.as_ptr());
+                let mut a0 = [[_mm256_setzero_ps(); M]; 4];
+                let mut a1 = [[_mm256_setzero_ps(); M]; 4];
+                let mut i = 0;
+                // SAFETY: every load below stays inside `0..n`.
+                unsafe {
+                    while i + 16 <= n {
+                        for q in 0..4 {
+                            let w0 = $load(wp[q].add(i));
+                            let w1 = $load(wp[q].add(i + 8));
+                            for r in 0..M {
+                                a0[q][r] = _mm256_fmadd_ps(f32x8(xp[r].add(i)), w0, a0[q][r]);
+                                a1[q][r] = _mm256_fmadd_ps(f32x8(xp[r].add(i + 8)), w1, a1[q][r]);
+                            }
+                        }
+                        i += 16;
+                    }
+                    if i + 8 <= n {
+                        for q in 0..4 {
+                            let w0 = $load(wp[q].add(i));
+                            for r in 0..M {
+                                a0[q][r] = _mm256_fmadd_ps(f32x8(xp[r].add(i)), w0, a0[q][r]);
+                            }
+                        }
+                        i += 8;
+                    }
+                }
+                let mut out = [[0f32; M]; 4];
+                for q in 0..4 {
+                    for r in 0..M {
+                        let mut s = hsum256(_mm256_add_ps(a0[q][r], a1[q][r]));
+                        for j in i..n {
+                            s += xs[r][j] * w[q][j].to_f32_lossless();
+                        }
+                        out[q][r] = s;
+                    }
+                }
+                out
+            }
+        };
+    }
+
+    avx2_dot4m!(dot4m_f32_avx2, f32, f32x8);
+    avx2_dot4m!(dot4m_bf16_avx2, bf16, bf16x8);
+    avx2_dot4m!(dot4m_f16_avx2, f16, f16x8);
+
     avx2_dot4!(dot4_f32_avx2, f32, f32x8);
     avx2_dot4!(dot4_bf16_avx2, bf16, bf16x8);
     avx2_dot4!(dot4_f16_avx2, f16, f16x8);
 
-    avx2_dot!(dot_f32_avx2, f32, f32x8);
-    avx2_dot!(dot_bf16_avx2, bf16, bf16x8);
-    avx2_dot!(dot_f16_avx2, f16, f16x8);
+    avx2_dotm!(dotm_f32_avx2, f32, f32x8);
+    avx2_dotm!(dotm_bf16_avx2, bf16, bf16x8);
+    avx2_dotm!(dotm_f16_avx2, f16, f16x8);
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ pub(crate) fn dot_i8(isa: Isa, x: &[f32], q: &[i8]) -> f32 {
         // SAFETY: `isa` is only ever a level `Isa::is_supported` returned true for, and the
         // lengths were checked above.
         match isa {
-            Isa::Avx512 | Isa::Avx512Bf16 => return unsafe { x86::dot4_avx512(x, [q; 4])[0] },
-            Isa::Avx2 => return unsafe { x86::dot4_avx2(x, [q; 4])[0] },
+            Isa::Avx512 | Isa::Avx512Bf16 => return unsafe { x86::dotm_avx512([x], q)[0] },
+            Isa::Avx2 => return unsafe { x86::dotm_avx2([x], q)[0] },
             Isa::Scalar => {}
         }
     }
@@ -41,6 +41,53 @@ pub(crate) fn dot4_i8(isa: Isa, x: &[f32], q: [&[i8]; 4]) -> [f32; 4] {
     }
     let _ = isa;
     q.map(|r| scalar_dot(x, r))
+}
+
+/// `M` dot products of `M` x rows with one int8 row (one load and widening of `q` feeds `M`
+/// FMAs); each result is bitwise equal to `dot_i8(isa, xs[r], q)` and to the matching lane of
+/// [`dot4_i8`] (same accumulators, lanes and tail handling per SIMD level).
+#[inline]
+pub(crate) fn dot_rows_i8<const M: usize>(isa: Isa, xs: [&[f32]; M], q: &[i8]) -> [f32; M] {
+    assert!(
+        xs.iter().all(|x| x.len() == q.len()),
+        "dot_rows_i8: length mismatch"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: as in `dot_i8`.
+        match isa {
+            Isa::Avx512 | Isa::Avx512Bf16 => return unsafe { x86::dotm_avx512(xs, q) },
+            Isa::Avx2 => return unsafe { x86::dotm_avx2(xs, q) },
+            Isa::Scalar => {}
+        }
+    }
+    let _ = isa;
+    xs.map(|x| scalar_dot(x, q))
+}
+
+/// `M` x rows against four int8 rows (four memory streams); `[q][r]` is bitwise equal to
+/// `dot_i8(isa, xs[r], q[q])`.
+#[inline]
+pub(crate) fn dot4_rows_i8<const M: usize>(
+    isa: Isa,
+    xs: [&[f32]; M],
+    q: [&[i8]; 4],
+) -> [[f32; M]; 4] {
+    assert!(
+        xs.iter().all(|x| q.iter().all(|r| r.len() == x.len())),
+        "dot4_rows_i8: length mismatch"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: as in `dot_i8`.
+        match isa {
+            Isa::Avx512 | Isa::Avx512Bf16 => return unsafe { x86::dot4m_avx512(xs, q) },
+            Isa::Avx2 => return unsafe { x86::dot4m_avx2(xs, q) },
+            Isa::Scalar => {}
+        }
+    }
+    let _ = isa;
+    q.map(|r| xs.map(|x| scalar_dot(x, r)))
 }
 
 /// Portable dot product accumulating in 8 independent lanes.
@@ -138,6 +185,52 @@ mod x86 {
         [0, 1, 2, 3].map(|r| _mm512_reduce_add_ps(_mm512_add_ps(a[r], b[r])))
     }
 
+    /// `M` x rows against one int8 row, with the same per-pair arithmetic as [`dot4_avx512`]
+    /// (so results are bitwise equal to it).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL and every x row must have `q.len()` elements.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn dotm_avx512<const M: usize>(xs: [&[f32]; M], q: &[i8]) -> [f32; M] {
+        let k = q.len();
+        let qp = q.as_ptr();
+        let xp = xs.map(|x| x.as_ptr());
+        let mut a = [_mm512_setzero_ps(); M];
+        let mut b = [_mm512_setzero_ps(); M];
+        let mut i = 0;
+        // SAFETY (all loads below): as in `dot4_avx512`.
+        unsafe {
+            while i + 32 <= k {
+                let w0 = i8x16(qp.add(i));
+                let w1 = i8x16(qp.add(i + 16));
+                for r in 0..M {
+                    a[r] = _mm512_fmadd_ps(_mm512_loadu_ps(xp[r].add(i)), w0, a[r]);
+                    b[r] = _mm512_fmadd_ps(_mm512_loadu_ps(xp[r].add(i + 16)), w1, b[r]);
+                }
+                i += 32;
+            }
+            if i + 16 <= k {
+                let w0 = i8x16(qp.add(i));
+                for r in 0..M {
+                    a[r] = _mm512_fmadd_ps(_mm512_loadu_ps(xp[r].add(i)), w0, a[r]);
+                }
+                i += 16;
+            }
+            if i < k {
+                let m: __mmask16 = (1u16 << (k - i)) - 1;
+                let w0 = i8x16_masked(qp.add(i), m);
+                for r in 0..M {
+                    a[r] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xp[r].add(i)), w0, a[r]);
+                }
+            }
+        }
+        let mut out = [0f32; M];
+        for r in 0..M {
+            out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a[r], b[r]));
+        }
+        out
+    }
+
     /// 8 int8 at `p` widened to f32.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn i8x8(p: *const i8) -> __m256 {
@@ -195,6 +288,157 @@ mod x86 {
                 s += x[j] * f32::from(q[r][j]);
             }
             out[r] = s;
+        }
+        out
+    }
+
+    /// `M` x rows against one int8 row, with the same per-pair arithmetic as [`dot4_avx2`]
+    /// (so results are bitwise equal to it).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA, and every x row must have `q.len()` elements.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dotm_avx2<const M: usize>(xs: [&[f32]; M], q: &[i8]) -> [f32; M] {
+        let k = q.len();
+        let qp = q.as_ptr();
+        let xp = xs.map(|x| x.as_ptr());
+        let mut a = [_mm256_setzero_ps(); M];
+        let mut b = [_mm256_setzero_ps(); M];
+        let mut i = 0;
+        // SAFETY (all loads below): `i + 16 <= k` / `i + 8 <= k` keep the loads in bounds.
+        unsafe {
+            while i + 16 <= k {
+                let w0 = i8x8(qp.add(i));
+                let w1 = i8x8(qp.add(i + 8));
+                for r in 0..M {
+                    a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xp[r].add(i)), w0, a[r]);
+                    b[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xp[r].add(i + 8)), w1, b[r]);
+                }
+                i += 16;
+            }
+            if i + 8 <= k {
+                let w0 = i8x8(qp.add(i));
+                for r in 0..M {
+                    a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xp[r].add(i)), w0, a[r]);
+                }
+                i += 8;
+            }
+        }
+        let mut out = [0f32; M];
+        for r in 0..M {
+            let mut s = hsum256(_mm256_add_ps(a[r], b[r]));
+            for j in i..k {
+                s += xs[r][j] * f32::from(q[j]);
+            }
+            out[r] = s;
+        }
+        out
+    }
+
+    /// `M` x rows against four int8 rows, with the same per-pair arithmetic as [`dot4_avx512`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL and every row must have the same length.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn dot4m_avx512<const M: usize>(
+        xs: [&[f32]; M],
+        q: [&[i8]; 4],
+    ) -> [[f32; M]; 4] {
+        let k = q[0].len();
+        let qp = q.map(|r| r.as_ptr());
+        let xp = xs.map(|x| x.as_ptr());
+        let mut a = [[_mm512_setzero_ps(); M]; 4];
+        let mut b = [[_mm512_setzero_ps(); M]; 4];
+        let mut i = 0;
+        // SAFETY (all loads below): as in `dot4_avx512`.
+        unsafe {
+            while i + 32 <= k {
+                for t in 0..4 {
+                    let w0 = i8x16(qp[t].add(i));
+                    let w1 = i8x16(qp[t].add(i + 16));
+                    for r in 0..M {
+                        a[t][r] = _mm512_fmadd_ps(_mm512_loadu_ps(xp[r].add(i)), w0, a[t][r]);
+                        b[t][r] = _mm512_fmadd_ps(_mm512_loadu_ps(xp[r].add(i + 16)), w1, b[t][r]);
+                    }
+                }
+                i += 32;
+            }
+            if i + 16 <= k {
+                for t in 0..4 {
+                    let w0 = i8x16(qp[t].add(i));
+                    for r in 0..M {
+                        a[t][r] = _mm512_fmadd_ps(_mm512_loadu_ps(xp[r].add(i)), w0, a[t][r]);
+                    }
+                }
+                i += 16;
+            }
+            if i < k {
+                let m: __mmask16 = (1u16 << (k - i)) - 1;
+                for t in 0..4 {
+                    let w0 = i8x16_masked(qp[t].add(i), m);
+                    for r in 0..M {
+                        a[t][r] =
+                            _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xp[r].add(i)), w0, a[t][r]);
+                    }
+                }
+            }
+        }
+        let mut out = [[0f32; M]; 4];
+        for t in 0..4 {
+            for r in 0..M {
+                out[t][r] = _mm512_reduce_add_ps(_mm512_add_ps(a[t][r], b[t][r]));
+            }
+        }
+        out
+    }
+
+    /// `M` x rows against four int8 rows, with the same per-pair arithmetic as [`dot4_avx2`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA, and every row must have the same length.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot4m_avx2<const M: usize>(
+        xs: [&[f32]; M],
+        q: [&[i8]; 4],
+    ) -> [[f32; M]; 4] {
+        let k = q[0].len();
+        let qp = q.map(|r| r.as_ptr());
+        let xp = xs.map(|x| x.as_ptr());
+        let mut a = [[_mm256_setzero_ps(); M]; 4];
+        let mut b = [[_mm256_setzero_ps(); M]; 4];
+        let mut i = 0;
+        // SAFETY (all loads below): `i + 16 <= k` / `i + 8 <= k` keep the loads in bounds.
+        unsafe {
+            while i + 16 <= k {
+                for t in 0..4 {
+                    let w0 = i8x8(qp[t].add(i));
+                    let w1 = i8x8(qp[t].add(i + 8));
+                    for r in 0..M {
+                        a[t][r] = _mm256_fmadd_ps(_mm256_loadu_ps(xp[r].add(i)), w0, a[t][r]);
+                        b[t][r] = _mm256_fmadd_ps(_mm256_loadu_ps(xp[r].add(i + 8)), w1, b[t][r]);
+                    }
+                }
+                i += 16;
+            }
+            if i + 8 <= k {
+                for t in 0..4 {
+                    let w0 = i8x8(qp[t].add(i));
+                    for r in 0..M {
+                        a[t][r] = _mm256_fmadd_ps(_mm256_loadu_ps(xp[r].add(i)), w0, a[t][r]);
+                    }
+                }
+                i += 8;
+            }
+        }
+        let mut out = [[0f32; M]; 4];
+        for t in 0..4 {
+            for r in 0..M {
+                let mut s = hsum256(_mm256_add_ps(a[t][r], b[t][r]));
+                for j in i..k {
+                    s += xs[r][j] * f32::from(q[t][j]);
+                }
+                out[t][r] = s;
+            }
         }
         out
     }

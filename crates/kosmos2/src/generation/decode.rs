@@ -95,6 +95,9 @@ pub(crate) fn decode<M: CausalLm>(
     let t1 = Instant::now();
 
     let mut events = Vec::with_capacity(rows);
+    // Reused every step (with `step_into` the model reuses `logits` too): no allocation per token.
+    let mut keep: Vec<usize> = Vec::with_capacity(rows);
+    let mut tokens: Vec<u32> = Vec::with_capacity(rows);
     for step in 0.. {
         check_logits(&logits, alive.len(), vocab)?;
         let mut step_scores = all_scores.as_ref().map(|_| vec![None; rows]);
@@ -146,18 +149,21 @@ pub(crate) fn decode<M: CausalLm>(
                 }
             }
         }
-        let keep: Vec<usize> = (0..alive.len())
-            .filter(|&i| finish[alive[i]].is_none())
-            .collect();
+        keep.clear();
+        keep.extend((0..alive.len()).filter(|&i| finish[alive[i]].is_none()));
         if keep.is_empty() {
             break;
         }
         if keep.len() < alive.len() {
             model.reorder_cache(&keep).map_err(model_err)?;
-            alive = keep.iter().map(|&i| alive[i]).collect();
+            for (i, &k) in keep.iter().enumerate() {
+                alive[i] = alive[k];
+            }
+            alive.truncate(keep.len());
         }
-        let tokens: Vec<u32> = alive.iter().map(|&r| seqs[r][seqs[r].len() - 1]).collect();
-        logits = model.step(&tokens).map_err(model_err)?;
+        tokens.clear();
+        tokens.extend(alive.iter().map(|&r| seqs[r][seqs[r].len() - 1]));
+        model.step_into(&tokens, &mut logits).map_err(model_err)?;
         stats.decode_steps += 1;
         stats.decode_tokens += tokens.len();
     }

@@ -205,17 +205,32 @@ fn ban(ids: &[u32], scores: &mut [f32]) {
     }
 }
 
+thread_local! {
+    /// The "already penalised" flags of [`repetition_penalty`], kept per thread so a decode step
+    /// allocates nothing (all false between calls).
+    static SEEN: std::cell::RefCell<Vec<bool>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Ids outside the vocabulary are ignored (HF clamps them to a spare column it drops).
 fn repetition_penalty(ids: &[u32], penalty: f32, scores: &mut [f32]) {
-    let mut seen = vec![false; scores.len()];
-    for &id in ids {
-        let i = id as usize;
-        if i < scores.len() && !seen[i] {
-            seen[i] = true;
-            let s = scores[i];
-            scores[i] = if s < 0.0 { s * penalty } else { s / penalty };
+    SEEN.with_borrow_mut(|seen| {
+        if seen.len() < scores.len() {
+            seen.resize(scores.len(), false);
         }
-    }
+        for &id in ids {
+            let i = id as usize;
+            if i < scores.len() && !seen[i] {
+                seen[i] = true;
+                let s = scores[i];
+                scores[i] = if s < 0.0 { s * penalty } else { s / penalty };
+            }
+        }
+        for &id in ids {
+            if let Some(f) = seen.get_mut(id as usize) {
+                *f = false;
+            }
+        }
+    });
 }
 
 /// HF 5.24's formulation: the last `n - 1` ids are the prefix; every window of `n` ids whose first

@@ -43,6 +43,18 @@ pub trait CausalLm {
     /// every row (`tokens.len()` rows).
     fn step(&mut self, tokens: &[u32]) -> std::result::Result<Logits, Self::Error>;
 
+    /// [`step`](CausalLm::step) writing the logits into `out`, whose buffer is reused (the decoding
+    /// loops call this, so a model that overrides it decodes without allocating per token). The
+    /// default calls `step` and replaces `out`.
+    fn step_into(
+        &mut self,
+        tokens: &[u32],
+        out: &mut Logits,
+    ) -> std::result::Result<(), Self::Error> {
+        *out = self.step(tokens)?;
+        Ok(())
+    }
+
     /// Rebuilds the cache so that new row `i` is old row `rows[i]`. Rows may be dropped (finished
     /// greedy rows), duplicated (expanding a prompt into beams) and permuted (beam re-ranking); the
     /// number of rows becomes `rows.len()` (never 0). Every index is a valid current row.
@@ -67,6 +79,22 @@ impl Logits {
             });
         }
         Ok(Self { data, vocab })
+    }
+
+    /// Replaces the contents with `data` (row-major, `vocab` per row), reusing the buffer: no
+    /// allocation when it already held at least as many values.
+    pub fn overwrite(&mut self, data: &[f32], vocab: usize) -> Result<()> {
+        if vocab == 0 || !data.len().is_multiple_of(vocab) {
+            return Err(GenerationError::ModelOutput {
+                what: "logits length (a multiple of the vocab size)",
+                expected: vocab.max(1) * (data.len() / vocab.max(1)),
+                got: data.len(),
+            });
+        }
+        self.data.clear();
+        self.data.extend_from_slice(data);
+        self.vocab = vocab;
+        Ok(())
     }
 
     /// Number of rows.
