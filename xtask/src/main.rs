@@ -4,12 +4,14 @@
 //! - `parity`: runs every parity test and prints the error table.
 //!   `parity --full-size`: HF vs kosmos2 on the full-size random-weight checkpoint.
 //! - `bench`: HF transformers vs kosmos2 on CPU, side by side (writes docs/performance.md).
+//! - `loadtest`: a bounded load test of `kosmos2 serve` (continuous batching vs serial).
 //! - `kernels`: compiles `kernels/*.cu` to the committed `kernels/ptx/*.ptx` with a pinned nvcc.
 
 mod bench;
 mod fixtures;
 mod full_size;
 mod kernels;
+mod loadtest;
 mod parity;
 mod paths;
 mod venv;
@@ -33,6 +35,8 @@ enum Command {
     Kernels(kernels::Args),
     /// Benchmark HF transformers against kosmos2 on CPU (full-size checkpoint; --quick for a smoke run).
     Bench(bench::Args),
+    /// Bounded load test of `kosmos2 serve` on loopback: continuous batching vs serial serving.
+    Loadtest(loadtest::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Command::Parity(args) => parity::run(&args),
         Command::Kernels(args) => kernels::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Loadtest(args) => loadtest::run(&args),
     }
 }

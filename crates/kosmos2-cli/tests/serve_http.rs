@@ -1,5 +1,6 @@
 //! `kosmos2 serve` over real HTTP on 127.0.0.1 with the tiny real-vocabulary model: OpenAI-shaped
-//! chat requests (plain and streamed), the grounding endpoint, errors, auth, the full queue and
+//! chat requests (plain and streamed), the grounding endpoint, errors, auth, the full queue,
+//! continuous batching (requests joining a running batch answer as they do alone) and
 //! metrics; chat and ground answers equal the CLI's for the same input.
 
 #[path = "../../../tests/common/mod.rs"]
@@ -9,9 +10,12 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kosmos2::generation::GenerationConfig;
+use kosmos2_cli::serve::hooks::BoundaryHook;
 use kosmos2_cli::serve::limits::Limits;
 use kosmos2_cli::serve::{Server, ServerConfig};
 use serde_json::{json, Value};
@@ -54,6 +58,7 @@ impl Env {
                 ..Limits::default()
             },
             timeout: Duration::from_secs(120),
+            hook: None,
         }
     }
 
@@ -662,134 +667,198 @@ fn bearer_token_and_models() {
     server.shutdown().unwrap();
 }
 
+/// The text and finish reason of a streamed answer.
+fn streamed(r: &Resp) -> (String, Value) {
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    let mut content = String::new();
+    let mut finish = Value::Null;
+    for e in text.split("\n\n").filter(|e| !e.is_empty()) {
+        let data = e.strip_prefix("data: ").unwrap();
+        if data == "[DONE]" {
+            continue;
+        }
+        let c: Value = serde_json::from_str(data).unwrap();
+        if let Some(s) = c["choices"][0]["delta"]["content"].as_str() {
+            content.push_str(s);
+        }
+        if !c["choices"][0]["finish_reason"].is_null() {
+            finish = c["choices"][0]["finish_reason"].clone();
+        }
+    }
+    (content, finish)
+}
+
+fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let m = request(addr, "GET", "/metrics", &[], b"").text();
+    m.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {m}"))
+}
+
+/// Polls a metric until it equals `want` (a bounded wait on the server's state, not a timing guess).
+fn wait_metric(addr: SocketAddr, name: &str, want: f64) {
+    let mut v = metric(addr, name);
+    for _ in 0..6000 {
+        if v == want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        v = metric(addr, name);
+    }
+    panic!("{name} stayed at {v}, expected {want}");
+}
+
 #[test]
 fn a_full_queue_answers_429_with_retry_after() {
     let Some(env) = env("a_full_queue_answers_429_with_retry_after") else {
         return;
     };
+    // The worker is held at its token boundaries while `hold` is set: the running request cannot
+    // finish and no waiting request is taken, so the queue fills deterministically.
+    let hold = Arc::new(AtomicBool::new(true));
     let mut cfg = env.config();
-    cfg.queue_size = 1;
-    cfg.limits.max_tokens = 400;
+    cfg.queue_size = 2;
+    cfg.max_batch = 1;
+    let h = hold.clone();
+    cfg.hook = Some(BoundaryHook::new(move |b| {
+        if !b.rows.is_empty() {
+            assert!(b.wait_until(Duration::from_secs(300), |_| !h.load(Ordering::SeqCst)));
+        }
+    }));
     let server = env.start(cfg);
     let addr = server.addr();
     let body = chat_body(
         &env.data_url("snowman.jpg"),
         "<grounding>An image of",
-        json!({"max_tokens": 400}),
+        json!({"max_tokens": 12}),
     );
-    let n = 8;
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
-    let handles: Vec<_> = (0..n)
-        .map(|_| {
-            let (b, body) = (barrier.clone(), body.clone());
-            std::thread::spawn(move || {
-                b.wait();
-                post(addr, "/v1/chat/completions", &body, &[])
-            })
-        })
-        .collect();
-    let resps: Vec<Resp> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let busy: Vec<&Resp> = resps.iter().filter(|r| r.status == 429).collect();
-    assert!(
-        !busy.is_empty(),
-        "statuses {:?}",
-        resps.iter().map(|r| r.status).collect::<Vec<_>>()
-    );
-    for r in &busy {
-        assert_error(r, 429, "queue_full");
-        assert_eq!(r.header("retry-after"), Some("1"));
-    }
-    assert!(resps.iter().all(|r| r.status == 200 || r.status == 429));
-    let first_ok = resps
-        .iter()
-        .find(|r| r.status == 200)
-        .expect("one served")
-        .json();
-    for r in resps.iter().filter(|r| r.status == 200) {
+    let send = |body: &Value| {
+        let body = body.clone();
+        std::thread::spawn(move || post(addr, "/v1/chat/completions", &body, &[]))
+    };
+    let running = send(&body);
+    wait_metric(addr, "kosmos2_running_requests", 1.0);
+    let queued: Vec<_> = (0..2).map(|_| send(&body)).collect();
+    wait_metric(addr, "kosmos2_waiting_requests", 2.0);
+    // One running, two waiting: the queue (2) is full.
+    let busy = post(addr, "/v1/chat/completions", &body, &[]);
+    assert_error(&busy, 429, "queue_full");
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    hold.store(false, Ordering::SeqCst);
+    let first = running.join().unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    for q in queued {
+        let r = q.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(
             r.json()["choices"],
-            first_ok["choices"],
+            first.json()["choices"],
             "the same request, the same answer"
         );
     }
+    assert_eq!(metric(addr, "kosmos2_joined_running_total"), 0.0);
     server.shutdown().unwrap();
 }
 
+/// Where the join hook stands: which request may join next.
+#[derive(Debug, Default)]
+struct Joins {
+    /// Requests let in so far (the test sends request k + 1 when told).
+    next: usize,
+    /// Batch sizes seen at each boundary.
+    sizes: Vec<usize>,
+}
+
 #[test]
-fn waiting_requests_are_batched_and_equal_their_solo_answers() {
-    let Some(env) = env("waiting_requests_are_batched_and_equal_their_solo_answers") else {
+fn requests_join_the_running_batch_and_equal_their_solo_answers() {
+    let Some(env) = env("requests_join_the_running_batch_and_equal_their_solo_answers") else {
         return;
     };
-    let mut cfg = env.config();
-    cfg.max_batch = 4;
-    cfg.limits.max_tokens = 1500;
-    let server = env.start(cfg);
-    let addr = server.addr();
-    let metric = |name: &str| -> f64 {
-        let m = request(addr, "GET", "/metrics", &[], b"").text();
-        m.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name}"))
-    };
-    // A long request keeps the model busy while three others queue up behind it.
-    let long = chat_body(
-        &env.data_url("snowman.jpg"),
-        "<grounding>An image of",
-        json!({"max_tokens": 1500, "temperature": 0}),
-    );
-    let busy = std::thread::spawn(move || post(addr, "/v1/chat/completions", &long, &[]));
-    let mut depth = metric("kosmos2_queue_depth");
-    for _ in 0..400 {
-        if depth >= 1.0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-        depth = metric("kosmos2_queue_depth");
-    }
-    assert_eq!(depth, 1.0);
+    // Different images, prompts, lengths and settings (greedy, stop string, seeded sampling, a
+    // stream); request k + 1 joins when the newest running request has made 2 tokens.
     let bodies = [
         chat_body(
-            &env.data_url("corgi.jpg"),
+            &env.data_url("snowman.jpg"),
             "<grounding>An image of",
-            json!({}),
+            json!({"max_tokens": 40, "temperature": 0}),
+        ),
+        chat_body(
+            &env.data_url("corgi.jpg"),
+            "<grounding> Describe this image in detail:",
+            json!({"max_tokens": 9}),
         ),
         chat_body(
             &env.data_url("two_dogs.jpg"),
-            "<grounding> Describe this image in detail:",
-            json!({}),
+            "<grounding>A photo of",
+            json!({"max_tokens": 30, "temperature": 0.8, "top_p": 0.9, "seed": 7}),
         ),
         chat_body(
             &env.data_url("snowman.png"),
-            "<grounding>A photo of",
-            json!({"stop": "</phrase>"}),
+            "<grounding>An image of",
+            json!({"max_tokens": 20, "stream": true, "stop": "</phrase>"}),
         ),
     ];
-    let handles: Vec<_> = bodies
-        .iter()
-        .cloned()
-        .map(|b| std::thread::spawn(move || post(addr, "/v1/chat/completions", &b, &[])))
-        .collect();
-    let batched: Vec<Value> = handles
-        .into_iter()
-        .map(|h| h.join().unwrap().json())
-        .collect();
-    assert_eq!(busy.join().unwrap().status, 200);
-    let (batches, rows) = (
-        metric("kosmos2_batches_total"),
-        metric("kosmos2_batch_rows_total"),
-    );
-    assert_eq!(rows, 4.0);
-    assert!(
-        batches < rows,
-        "{batches} batches for {rows} requests: nothing was batched"
-    );
+    let n = bodies.len();
+    let state = Arc::new(Mutex::new(Joins::default()));
+    let (told_tx, told_rx) = std::sync::mpsc::channel::<usize>();
+    let told_tx = Mutex::new(told_tx);
+    let enabled = Arc::new(AtomicBool::new(true));
+    let mut cfg = env.config();
+    cfg.max_batch = 4;
+    cfg.queue_size = 4;
+    let (st, on) = (state.clone(), enabled.clone());
+    cfg.hook = Some(BoundaryHook::new(move |b| {
+        if !on.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut s = st.lock().unwrap();
+        s.sizes.push(b.rows.len());
+        let newest = b.rows.last().map_or(0, |r| r.generated);
+        if s.next < n && b.rows.len() == s.next && newest >= 2 {
+            // Ask the test for the next request and hold this boundary until it is queued.
+            let _ = told_tx.lock().unwrap().send(s.next);
+            assert!(b.wait_until(Duration::from_secs(120), |b| b.waiting() >= 1));
+            s.next += 1;
+        }
+    }));
+    let server = env.start(cfg);
+    let addr = server.addr();
+    state.lock().unwrap().next = 1;
+    let mut handles = vec![{
+        let b = bodies[0].clone();
+        std::thread::spawn(move || post(addr, "/v1/chat/completions", &b, &[]))
+    }];
+    for (k, b) in bodies.iter().enumerate().skip(1) {
+        let asked = told_rx.recv_timeout(Duration::from_secs(120)).unwrap();
+        assert_eq!(asked, k);
+        let b = b.clone();
+        handles.push(std::thread::spawn(move || {
+            post(addr, "/v1/chat/completions", &b, &[])
+        }));
+    }
+    let joined: Vec<Resp> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    enabled.store(false, Ordering::SeqCst);
+    let sizes = state.lock().unwrap().sizes.clone();
+    assert!(sizes.contains(&n), "all {n} ran together: {sizes:?}");
+    assert_eq!(metric(addr, "kosmos2_joined_running_total"), (n - 1) as f64);
     // Alone, each gives the same answer.
-    for (b, got) in bodies.iter().zip(&batched) {
-        let solo = post(addr, "/v1/chat/completions", b, &[]).json();
+    for (b, got) in bodies.iter().zip(&joined) {
+        let solo = post(addr, "/v1/chat/completions", b, &[]);
+        if b["stream"] == json!(true) {
+            assert_eq!(streamed(got), streamed(&solo));
+            continue;
+        }
+        let (got, solo) = (got.json(), solo.json());
         assert_eq!(got["choices"], solo["choices"]);
         assert_eq!(got["grounding"], solo["grounding"]);
         assert_eq!(got["usage"], solo["usage"]);
     }
-    assert_eq!(metric("kosmos2_batches_total"), batches + 3.0);
+    // The streamed request stopped at its stop string or its length.
+    let (text, finish) = streamed(&joined[n - 1]);
+    assert!(!text.contains("</phrase>"), "{text}");
+    assert!(finish == "stop" || finish == "length", "{finish}");
+    assert_eq!(metric(addr, "kosmos2_running_requests"), 0.0);
+    assert_eq!(metric(addr, "kosmos2_queue_depth"), 0.0);
     server.shutdown().unwrap();
 }

@@ -1,6 +1,7 @@
 //! `kosmos2 serve` lifecycle over real HTTP on 127.0.0.1 with the tiny model: a client that goes
-//! away cancels its generation, a request past its time limit gets 504, shutdown lets the
-//! requests in flight finish, and the `serve` subcommand itself answers.
+//! away cancels its generation (its batch row is freed while a request that joined it goes on),
+//! a request past its time limit gets 504, shutdown lets the requests in flight finish, and the
+//! `serve` subcommand itself answers.
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
@@ -9,9 +10,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kosmos2::generation::GenerationConfig;
+use kosmos2_cli::serve::hooks::BoundaryHook;
 use kosmos2_cli::serve::limits::Limits;
 use kosmos2_cli::serve::{Server, ServerConfig};
 use serde_json::{json, Value};
@@ -52,11 +56,16 @@ impl Env {
                 ..Limits::default()
             },
             timeout: Duration::from_secs(120),
+            hook: None,
         }
     }
 
     fn body(&self, max_tokens: usize, stream: bool) -> String {
-        let bytes = std::fs::read(common::image_path(&self.assets, "snowman.jpg")).unwrap();
+        self.body_of("snowman.jpg", max_tokens, stream)
+    }
+
+    fn body_of(&self, image: &str, max_tokens: usize, stream: bool) -> String {
+        let bytes = std::fs::read(common::image_path(&self.assets, image)).unwrap();
         json!({
             "model": "kosmos-2",
             "max_tokens": max_tokens,
@@ -123,10 +132,29 @@ fn a_client_that_goes_away_cancels_its_generation() {
     let Some(env) = env("a_client_that_goes_away_cancels_its_generation") else {
         return;
     };
-    let server = Server::start(env.config(), TcpListener::bind("127.0.0.1:0").unwrap()).unwrap();
+    // A second request joins the running stream at a boundary the hook chooses: when the stream
+    // has made 3 tokens, the worker waits for it.
+    let joined = Arc::new(AtomicBool::new(false));
+    let (told_tx, told_rx) = std::sync::mpsc::channel::<()>();
+    let told_tx = Mutex::new(told_tx);
+    let mut cfg = env.config();
+    cfg.max_batch = 2;
+    let j = joined.clone();
+    cfg.hook = Some(BoundaryHook::new(move |b| {
+        if !j.load(Ordering::SeqCst) && b.rows.len() == 1 && b.rows[0].generated >= 3 {
+            let _ = told_tx.lock().unwrap().send(());
+            assert!(b.wait_until(Duration::from_secs(120), |b| b.waiting() >= 1));
+            j.store(true, Ordering::SeqCst);
+        }
+    }));
+    let server = Server::start(cfg, TcpListener::bind("127.0.0.1:0").unwrap()).unwrap();
     let addr = server.addr();
-    // A stream read up to its first generated text, then dropped mid-generation.
     let s = send(addr, "/v1/chat/completions", &env.body(1500, true));
+    told_rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    let other_body = env.body_of("corgi.jpg", 40, false);
+    let other = send(addr, "/v1/chat/completions", &other_body);
+    let other = std::thread::spawn(move || status_and_body(other));
+    // The stream, read up to its second piece of text, then dropped mid-generation.
     let mut r = BufReader::new(s);
     let mut line = String::new();
     let mut contents = 0;
@@ -144,10 +172,23 @@ fn a_client_that_goes_away_cancels_its_generation() {
     }
     assert_eq!(contents, 2, "the stream sent text");
     drop(r);
+    // Its row leaves the batch; the request that shared the batch finishes as it does alone.
+    let (status, body) = other.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(joined.load(Ordering::SeqCst));
+    assert_eq!(metric(addr, "kosmos2_joined_running_total"), 1.0);
     assert_eq!(wait_for(addr, "kosmos2_cancelled_total", 1.0), 1.0);
     assert_eq!(wait_for(addr, "kosmos2_queue_depth", 0.0), 0.0);
+    assert_eq!(metric(addr, "kosmos2_running_requests"), 0.0);
     // Far fewer tokens than asked for were generated.
     assert!(metric(addr, "kosmos2_generated_tokens_total") < 1000.0);
+    let (_, solo) = status_and_body(send(addr, "/v1/chat/completions", &other_body));
+    let (a, b): (Value, Value) = (
+        serde_json::from_str(&body).unwrap(),
+        serde_json::from_str(&solo).unwrap(),
+    );
+    assert_eq!(a["choices"], b["choices"]);
+    assert_eq!(a["usage"], b["usage"]);
     server.shutdown().unwrap();
 }
 

@@ -47,6 +47,7 @@
 mod batch;
 mod conditional;
 mod config;
+pub mod continuous;
 mod error;
 mod generate;
 pub mod generation;

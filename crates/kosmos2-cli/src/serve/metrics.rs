@@ -2,7 +2,7 @@
 //! and histograms of the time to first token and of the per-token latency.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -66,6 +66,13 @@ pub struct Metrics {
     errors: Mutex<Vec<(u16, u64)>>,
     /// Requests queued or running.
     pub queue_depth: AtomicU64,
+    /// Requests queued and not yet taken by the model worker (briefly -1 when the worker takes
+    /// a job before its sender counts it).
+    pub waiting: AtomicI64,
+    /// Requests in the running decode batch.
+    pub running: AtomicU64,
+    /// Requests that joined a batch already decoding (continuous batching).
+    pub joined_running: AtomicU64,
     /// Prompt tokens processed.
     pub prompt_tokens: AtomicU64,
     /// Tokens generated.
@@ -74,9 +81,9 @@ pub struct Metrics {
     pub decode_micros: AtomicU64,
     /// Generations cancelled (client gone or timed out).
     pub cancelled: AtomicU64,
-    /// Generation batches run.
+    /// Decode steps run (one forward pass of the running batch each).
     pub batches: AtomicU64,
-    /// Requests generated, all batches (over `batches`: the mean batch size).
+    /// Rows decoded, all steps (over `batches`: the mean batch size).
     pub batch_rows: AtomicU64,
     /// Time from the request's arrival to its first generated token.
     pub ttft: Histogram,
@@ -90,6 +97,9 @@ impl Default for Metrics {
             requests: Mutex::new(Vec::new()),
             errors: Mutex::new(Vec::new()),
             queue_depth: AtomicU64::new(0),
+            waiting: AtomicI64::new(0),
+            running: AtomicU64::new(0),
+            joined_running: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
             decode_micros: AtomicU64::new(0),
@@ -156,6 +166,24 @@ impl Metrics {
                 self.queue_depth.load(Ordering::Relaxed) as f64,
             ),
             (
+                "kosmos2_waiting_requests",
+                "gauge",
+                "Requests queued and not yet taken by the model worker.",
+                self.waiting.load(Ordering::Relaxed).max(0) as f64,
+            ),
+            (
+                "kosmos2_running_requests",
+                "gauge",
+                "Requests in the running decode batch.",
+                self.running.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "kosmos2_joined_running_total",
+                "counter",
+                "Requests that joined a batch already decoding (continuous batching).",
+                self.joined_running.load(Ordering::Relaxed) as f64,
+            ),
+            (
                 "kosmos2_prompt_tokens_total",
                 "counter",
                 "Prompt tokens processed.",
@@ -176,13 +204,13 @@ impl Metrics {
             (
                 "kosmos2_batches_total",
                 "counter",
-                "Generation batches run.",
+                "Decode steps run (one forward pass of the running batch each).",
                 self.batches.load(Ordering::Relaxed) as f64,
             ),
             (
                 "kosmos2_batch_rows_total",
                 "counter",
-                "Requests generated, all batches (over batches: the mean batch size).",
+                "Rows decoded, all steps (over batches: the mean batch size).",
                 self.batch_rows.load(Ordering::Relaxed) as f64,
             ),
             (

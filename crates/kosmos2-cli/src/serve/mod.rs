@@ -6,22 +6,25 @@
 //!   answered with the CLI's grounded JSON.
 //! - `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text).
 //!
-//! One worker thread owns the model and serves the jobs of a bounded queue in order (a full
-//! queue answers 429 with `Retry-After`); requests are decoded and processed on tokio's
+//! One worker thread owns the model and runs continuous batching ([`scheduler`]): at every token
+//! boundary, requests waiting in a bounded queue (a full queue answers 429 with `Retry-After`) are
+//! prefilled and join the running decode batch (at most `--max-batch` rows); finished, cancelled
+//! and timed-out requests leave it and free their KV rows. Each request keeps its own settings and
+//! its output equals its output served alone. Requests are decoded and processed on tokio's
 //! blocking threads meanwhile. A client that goes away stops its generation at the next token;
 //! shutdown (Ctrl-C) stops accepting, lets the requests in flight finish, then stops the worker.
-//! Greedy requests with the same settings that are waiting when the model becomes free run
-//! together as one batch (`--max-batch`); a request does not join a batch that is already
-//! decoding (no continuous batching).
+//! `docs/serving.md` describes the scheduler, the limits, the flags and the metrics.
 
 pub mod error;
 pub mod ground;
+pub mod hooks;
 pub mod limits;
 pub mod metrics;
 pub mod openai;
 pub mod routes;
 pub mod scheduler;
 pub mod state;
+mod stop;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -45,7 +48,7 @@ use state::AppState;
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// The model folder (config.json, model.safetensors, tokenizer and preprocessor files) or a
-    /// hub id already in the local Hugging Face cache.
+    /// hub id (`ORG/NAME[@REVISION]`: the local Hugging Face cache, else a download).
     #[arg(long, value_name = "DIR|HF_ID", env = "KOSMOS2_MODEL")]
     pub model: Option<String>,
     /// The processor directory, when the tokenizer and preprocessor files are not in --model.
@@ -77,12 +80,13 @@ pub struct ServeArgs {
     /// The model name clients send (default: the model folder's name).
     #[arg(long, value_name = "NAME")]
     pub served_model_name: Option<String>,
-    /// Requests waiting for the model beyond the running one; more get 429.
+    /// Requests waiting for the model beyond the running ones; more get 429.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub queue_size: usize,
-    /// Most waiting greedy requests (with the same settings) generated together as one batch
-    /// (each keeps its own KV rows; its output equals its output alone). 1 = one at a time.
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    /// Most requests decoding together (continuous batching: new requests join the running
+    /// batch at token boundaries; each keeps its own KV rows and its output equals its output
+    /// alone). 1 = one request at a time.
+    #[arg(long, default_value_t = 16, value_name = "N")]
     pub max_batch: usize,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 20 << 20, value_name = "BYTES")]
@@ -126,12 +130,14 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// Queue capacity.
     pub queue_size: usize,
-    /// Most greedy requests generated together.
+    /// Most requests decoding together.
     pub max_batch: usize,
     /// Request limits.
     pub limits: Limits,
     /// Request time limit.
     pub timeout: Duration,
+    /// Called by the model worker at every token boundary (tests; `None` from the command line).
+    pub hook: Option<hooks::BoundaryHook>,
 }
 
 impl ServerConfig {
@@ -189,6 +195,7 @@ impl ServerConfig {
                 allow_file_urls: args.allow_file_urls,
             },
             timeout: Duration::from_secs_f64(args.request_timeout),
+            hook: None,
         })
     }
 }
@@ -269,6 +276,7 @@ fn prepare(cfg: &ServerConfig) -> Result<Prepared> {
             processor: processor.clone(),
             metrics: metrics.clone(),
             max_batch: cfg.max_batch,
+            hook: cfg.hook.clone(),
         },
         cfg.queue_size,
     )?;
@@ -327,9 +335,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     let prepared = prepare(&cfg)?;
     eprintln!(
-        "serving {} on http://{addr} (queue {}, auth {})",
+        "serving {} on http://{addr} (queue {}, batch {}, auth {})",
         cfg.model_name,
         cfg.queue_size,
+        cfg.max_batch,
         if cfg.api_key.is_some() { "on" } else { "off" }
     );
     serve_on(prepared, listener, async {

@@ -1,25 +1,31 @@
-//! The model's worker: one thread owns the model and serves jobs from a bounded queue, streaming
-//! each job's text back as it is generated. Greedy jobs with the same settings that wait in the
-//! queue when the model becomes free are generated together as one batch. A full queue is a 429;
-//! a job whose client has gone (its event receiver dropped) or whose deadline has passed stops
-//! at the next token boundary (its batch-mates go on).
+//! The model's worker: one thread owns the model and runs **continuous batching** over a bounded
+//! queue. At every token boundary it takes waiting requests (up to `--max-batch` running rows),
+//! prefills each one alone (image encode + prompt) and adds its KV rows to the running decode batch;
+//! then one forward pass decodes a token for every row. A request that finishes (eos, `max_tokens`,
+//! a stop string), whose client went away (its event receiver dropped) or whose deadline passed
+//! leaves at the next boundary and its KV rows are freed; the others go on. Each request keeps its
+//! own settings (greedy or seeded sampling, temperature, top-p, stop strings, `max_tokens`, n-gram
+//! blocking), and its tokens equal its tokens served alone ([`kosmos2::continuous`]).
+//! A full queue is a 429.
 
-use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kosmos2::generation::{BoxError, FinishReason, GenerationConfig, PromptBatch, TextStream};
+use kosmos2::continuous::{ContinuousBatch, Joined, RowId, RowStep};
+use kosmos2::generation::{FinishReason, GenerationConfig, TextStream};
 use kosmos2::{
-    prompts_from_processor, Device, ImageSession, Kosmos2ForConditionalGeneration, Tensor,
+    prompts_from_processor, Device, Kosmos2ForConditionalGeneration, ProcessorDetokenizer, Tensor,
 };
 use kosmos_processor::{Kosmos2Processor, ProcessorOutput};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::error::ApiError;
+use super::hooks::{Boundary, BoundaryHook, RowView};
 use super::metrics::Metrics;
+use super::stop::StopFilter;
 
 /// One generation request, processed and ready for the model.
 #[derive(Debug)]
@@ -75,11 +81,16 @@ pub struct Scheduler {
 impl Scheduler {
     /// Queues a job, or refuses it with a 429 when the queue is full.
     pub fn submit(&self, job: Job) -> Result<(), ApiError> {
-        self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+        self.metrics.queue_depth.fetch_add(1, Ordering::SeqCst);
         match self.tx.try_send(job) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // Counted once it is in the channel (the worker may already have taken it: the
+                // count is signed), so a count of n means n jobs are there to be taken.
+                self.metrics.waiting.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
             Err(e) => {
-                self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                self.metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
                 Err(match e {
                     TrySendError::Full(_) => ApiError::busy(self.capacity),
                     TrySendError::Disconnected(_) => {
@@ -102,14 +113,16 @@ pub struct Worker {
     pub processor: Arc<Kosmos2Processor>,
     /// The counters.
     pub metrics: Arc<Metrics>,
-    /// Most jobs generated together (greedy jobs with the same settings).
+    /// Most requests decoding together (1: one at a time).
     pub max_batch: usize,
+    /// Called at every token boundary (tests).
+    pub hook: Option<BoundaryHook>,
 }
 
-/// Starts the worker thread with a queue of `capacity` jobs waiting (the running one aside).
+/// Starts the worker thread with a queue of `capacity` jobs waiting (the running ones aside).
 pub fn start(worker: Worker, capacity: usize) -> std::io::Result<(Scheduler, JoinHandle<()>)> {
     // A rendezvous channel would refuse a job while the worker is busy: keep at least one slot.
-    let (tx, rx) = sync_channel(capacity);
+    let (tx, rx) = sync_channel(capacity.max(1));
     let metrics = worker.metrics.clone();
     let handle = std::thread::Builder::new()
         .name("kosmos2-model".into())
@@ -124,329 +137,334 @@ pub fn start(worker: Worker, capacity: usize) -> std::io::Result<(Scheduler, Joi
     ))
 }
 
-impl Worker {
-    fn serve(self, rx: Receiver<Job>) {
-        let mut pending: Option<Job> = None;
-        // Ends when every sender is gone (the server has shut down) and the queue is drained.
-        loop {
-            let first = match pending.take() {
-                Some(j) => j,
-                None => match rx.recv() {
-                    Ok(j) => j,
-                    Err(_) => break,
-                },
-            };
-            // Greedy jobs with the same settings waiting in the queue run as one batch: each row
-            // keeps its own KV rows and its output equals its output alone.
-            let mut batch = vec![first];
-            if !batch[0].cfg.do_sample {
-                while batch.len() < self.max_batch {
-                    match rx.try_recv() {
-                        Ok(j) if j.cfg == batch[0].cfg => batch.push(j),
-                        Ok(j) => {
-                            pending = Some(j);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-            }
-            let taken = batch.len() as u64;
-            let mut live = Vec::with_capacity(batch.len());
-            for job in batch {
-                if job.events.is_closed() {
-                    self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-                } else if Instant::now() >= job.deadline {
-                    let secs = (job.deadline - job.arrived).as_secs_f64();
-                    let _ = job.events.send(Event::Done(Err(ApiError::timeout(secs))));
-                } else {
-                    live.push(job);
-                }
-            }
-            if !live.is_empty() {
-                self.metrics.batches.fetch_add(1, Ordering::Relaxed);
-                self.metrics
-                    .batch_rows
-                    .fetch_add(live.len() as u64, Ordering::Relaxed);
-                let senders: Vec<_> = live.iter().map(|j| j.events.clone()).collect();
-                let results = match self.run(live) {
-                    Ok(r) => r,
-                    Err(e) => senders.iter().map(|_| Err(e.clone())).collect(),
-                };
-                for (tx, r) in senders.iter().zip(results) {
-                    let _ = tx.send(Event::Done(r));
-                }
-            }
-            self.metrics.queue_depth.fetch_sub(taken, Ordering::Relaxed);
-        }
-    }
-
-    /// Generates the jobs (same settings) as one batch; one result per job.
-    fn run(&self, jobs: Vec<Job>) -> Result<Vec<Result<Finished, ApiError>>, ApiError> {
-        let internal = |e: &dyn std::fmt::Display| ApiError::internal(e.to_string());
-        let n = jobs.len();
-        let cfg = jobs[0].cfg.clone();
-        let mut prompts = Vec::with_capacity(n);
-        let mut data = Vec::new();
-        let mut shape: Option<[usize; 4]> = None;
-        for job in &jobs {
-            prompts.extend(prompts_from_processor(&job.processed).map_err(|e| internal(&e))?);
-            let px =
-                job.processed.pixel_values.as_ref().ok_or_else(|| {
-                    ApiError::invalid("missing_image", "the request has no image")
-                })?;
-            let s = px.shape();
-            if s[0] != 1 || shape.is_some_and(|t| t[1..] != s[1..]) {
-                return Err(ApiError::internal(format!(
-                    "processed images of shape {s:?} cannot be batched"
-                )));
-            }
-            shape = Some(s);
-            data.extend(px.array().iter().copied());
-        }
-        let [_, c, h, w] = shape.ok_or_else(|| ApiError::internal("an empty batch"))?;
-        let pixels =
-            Tensor::from_vec(data, &[n, c, h, w], &self.device).map_err(|e| internal(&e))?;
-        let mut session = ImageSession::new(&self.model, &pixels)
-            .map_err(|e| internal(&e))?
-            .with_prefix_reuse(false);
-        let pad = cfg.resolved_pad_token_id().unwrap_or(1);
-        let batch = PromptBatch::new(prompts, pad).map_err(|e| internal(&e))?;
-        let images: Vec<Option<usize>> = (0..n).map(Some).collect();
-        let mut rows = Vec::with_capacity(n);
-        for job in &jobs {
-            let prompt_ids = job.processed.input_ids.first().cloned().unwrap_or_default();
-            let processor = self.processor.clone();
-            let decode =
-                move |ids: &[u32]| -> Result<String, BoxError> { Ok(processor.decode(ids, true)) };
-            let stream = TextStream::with_context(decode, &prompt_ids).map_err(|e| internal(&e))?;
-            rows.push(Row {
-                prompt_len: prompt_ids.len(),
-                stream,
-                stop: StopFilter::new(job.stop.clone()),
-                failure: None,
-                cancelled: false,
-                finished: false,
-                last_token: None,
-            });
-        }
-        let out = session
-            .generate_batch_with(&batch, &images, &cfg, |ev| {
-                let now = Instant::now();
-                for t in ev.tokens {
-                    let (Some(row), Some(job)) = (rows.get_mut(t.row), jobs.get(t.row)) else {
-                        continue;
-                    };
-                    row.token(t.token, t.finished.is_some(), now, job, &self.metrics);
-                }
-                if rows.iter().all(Row::done) {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            })
-            .map_err(|e| internal(&e))?;
-        let generated: usize = out.generated_lens.iter().sum();
-        self.metrics
-            .generated_tokens
-            .fetch_add(generated as u64, Ordering::Relaxed);
-        self.metrics.decode_micros.fetch_add(
-            (out.stats.decode + out.stats.prefill).as_micros() as u64,
-            Ordering::Relaxed,
-        );
-        let mut results = Vec::with_capacity(n);
-        for (r, (mut row, job)) in rows.into_iter().zip(&jobs).enumerate() {
-            results.push(row.finish(r, &out, job, &self.metrics));
-        }
-        Ok(results)
-    }
-}
-
-/// The streaming state of one row of a batch.
-struct Row<D> {
-    prompt_len: usize,
-    stream: TextStream<D>,
+/// A running request: its row of the batch and its streaming state.
+struct Live<'p> {
+    id: RowId,
+    job: Job,
+    prompt_ids: Vec<u32>,
+    tokens: Vec<u32>,
+    stream: TextStream<ProcessorDetokenizer<'p>>,
     stop: StopFilter,
-    failure: Option<ApiError>,
-    cancelled: bool,
-    finished: bool,
     last_token: Option<Instant>,
 }
 
-impl<D: kosmos2::generation::Detokenize> Row<D> {
-    /// Nothing more to send: the row ended, hit a stop string, failed or lost its client.
-    fn done(&self) -> bool {
-        self.finished || self.cancelled || self.failure.is_some() || self.stop.hit
+/// Why a running request leaves the batch.
+enum Leave {
+    /// It finished (eos, length, or the stop filter).
+    Done(FinishReason),
+    /// Its client went away.
+    Gone,
+    /// Its deadline passed.
+    Timeout,
+    /// Streaming its text failed.
+    Failed(ApiError),
+}
+
+impl Worker {
+    fn serve(self, rx: Receiver<Job>) {
+        let mut batch = ContinuousBatch::new(&self.model);
+        let mut live: Vec<Live<'_>> = Vec::new();
+        let mut open = true;
+        // Ends when every sender is gone (the server has shut down), the queue is drained and
+        // every running request has finished.
+        loop {
+            if live.is_empty() {
+                if !open {
+                    break;
+                }
+                match rx.recv() {
+                    Ok(job) => {
+                        self.metrics.waiting.fetch_sub(1, Ordering::SeqCst);
+                        self.admit(job, &mut batch, &mut live, false);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.call_hook(&batch, &live);
+            while open && live.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        self.metrics.waiting.fetch_sub(1, Ordering::SeqCst);
+                        let running = !batch.is_empty();
+                        self.admit(job, &mut batch, &mut live, running);
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => open = false,
+                }
+            }
+            // Clients gone or out of time leave before the next forward pass.
+            let now = Instant::now();
+            let mut leaving = Vec::new();
+            for l in &live {
+                if l.job.events.is_closed() {
+                    leaving.push((l.id, Leave::Gone));
+                } else if now >= l.job.deadline {
+                    leaving.push((l.id, Leave::Timeout));
+                }
+            }
+            self.retire(leaving, &mut batch, &mut live);
+            if batch.is_empty() {
+                continue;
+            }
+            let t = Instant::now();
+            let steps = batch.step();
+            let spent = t.elapsed();
+            match steps {
+                Ok(steps) => {
+                    self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .batch_rows
+                        .fetch_add(steps.len() as u64, Ordering::Relaxed);
+                    self.metrics
+                        .decode_micros
+                        .fetch_add(spent.as_micros() as u64, Ordering::Relaxed);
+                    let mut leaving = Vec::new();
+                    for s in steps {
+                        if let Some(l) = live.iter_mut().find(|l| l.id == s.id) {
+                            if let Some(why) = self.token(l, s) {
+                                leaving.push((s.id, why));
+                            }
+                        }
+                    }
+                    self.retire(leaving, &mut batch, &mut live);
+                }
+                Err(e) => {
+                    // The batch is lost: every running request gets the error.
+                    let err = ApiError::internal(e.to_string());
+                    let all: Vec<_> = live
+                        .iter()
+                        .map(|l| (l.id, Leave::Failed(err.clone())))
+                        .collect();
+                    self.retire(all, &mut batch, &mut live);
+                    batch = ContinuousBatch::new(&self.model);
+                }
+            }
+        }
     }
 
-    fn token(&mut self, token: u32, last: bool, now: Instant, job: &Job, metrics: &Metrics) {
-        if self.done() {
+    fn call_hook(&self, batch: &ContinuousBatch<'_>, live: &[Live<'_>]) {
+        let Some(hook) = &self.hook else {
+            return;
+        };
+        let boundary = Boundary {
+            decode_steps: self.metrics.batches.load(Ordering::SeqCst),
+            rows: live
+                .iter()
+                .map(|l| RowView {
+                    max_tokens: l.job.cfg.max_new_tokens,
+                    generated: batch.generated(l.id).map_or(l.tokens.len(), <[u32]>::len),
+                })
+                .collect(),
+            metrics: &self.metrics,
+            clients: live.iter().map(|l| &l.job.events).collect(),
+        };
+        (hook.0)(&boundary);
+    }
+
+    /// Prefills a new request and adds it to the batch (or answers it at once).
+    fn admit<'p>(
+        &'p self,
+        job: Job,
+        batch: &mut ContinuousBatch<'_>,
+        live: &mut Vec<Live<'p>>,
+        joins_running: bool,
+    ) {
+        if job.events.is_closed() {
+            self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            self.metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
             return;
         }
-        match self.last_token {
-            None => metrics.ttft.observe(now - job.arrived),
-            Some(t) => metrics.token_latency.observe(now - t),
+        if Instant::now() >= job.deadline {
+            let secs = (job.deadline - job.arrived).as_secs_f64();
+            self.answer(&job, Err(ApiError::timeout(secs)));
+            return;
         }
-        self.last_token = Some(now);
-        self.finished = last;
-        match self.stream.push(token) {
+        let prepared = self.join(&job, batch);
+        let (prompt_ids, joined, stream) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                self.answer(&job, Err(e));
+                return;
+            }
+        };
+        self.metrics
+            .prompt_tokens
+            .fetch_add(prompt_ids.len() as u64, Ordering::Relaxed);
+        self.metrics.decode_micros.fetch_add(
+            (joined.encode + joined.prefill).as_micros() as u64,
+            Ordering::Relaxed,
+        );
+        if joins_running {
+            self.metrics.joined_running.fetch_add(1, Ordering::Relaxed);
+        }
+        live.push(Live {
+            id: joined.id,
+            stop: StopFilter::new(job.stop.clone()),
+            job,
+            tokens: Vec::with_capacity(prompt_ids.len()),
+            prompt_ids,
+            stream,
+            last_token: None,
+        });
+        self.metrics
+            .running
+            .store(live.len() as u64, Ordering::SeqCst);
+        let Some(l) = live.last_mut() else {
+            return;
+        };
+        if let Some(why) = self.token(l, joined.first) {
+            self.retire(vec![(joined.id, why)], batch, live);
+        }
+    }
+
+    /// Prefills a job and adds its row: its prompt ids, the join, its text stream.
+    fn join<'p>(
+        &'p self,
+        job: &Job,
+        batch: &mut ContinuousBatch<'_>,
+    ) -> Result<(Vec<u32>, Joined, TextStream<ProcessorDetokenizer<'p>>), ApiError> {
+        let internal = |e: &dyn std::fmt::Display| ApiError::internal(e.to_string());
+        let prompt = prompts_from_processor(&job.processed)
+            .map_err(|e| internal(&e))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::internal("the request has no prompt"))?;
+        let px = job
+            .processed
+            .pixel_values
+            .as_ref()
+            .ok_or_else(|| ApiError::invalid("missing_image", "the request has no image"))?;
+        let pixels = Tensor::from_vec(
+            px.array().iter().copied().collect(),
+            &px.shape(),
+            &self.device,
+        )
+        .map_err(|e| internal(&e))?;
+        let joined = batch
+            .join(&prompt, Some(&pixels), &job.cfg)
+            .map_err(|e| internal(&e))?;
+        let stream = TextStream::with_context(
+            ProcessorDetokenizer::new(&self.processor),
+            &prompt.input_ids,
+        )
+        .map_err(|e| internal(&e))?;
+        Ok((prompt.input_ids, joined, stream))
+    }
+
+    /// Streams one new token of a request; `Some` when the request must leave.
+    fn token(&self, l: &mut Live<'_>, s: RowStep) -> Option<Leave> {
+        let now = Instant::now();
+        match l.last_token {
+            None => self.metrics.ttft.observe(now - l.job.arrived),
+            Some(t) => self.metrics.token_latency.observe(now - t),
+        }
+        l.last_token = Some(now);
+        l.tokens.push(s.token);
+        self.metrics
+            .generated_tokens
+            .fetch_add(1, Ordering::Relaxed);
+        match l.stream.push(s.token) {
             Ok(Some(piece)) => {
-                let safe = self.stop.push(&piece);
-                if !safe.is_empty() && job.events.send(Event::Delta(safe)).is_err() {
-                    self.cancelled = true;
+                let safe = l.stop.push(&piece);
+                if !safe.is_empty() && l.job.events.send(Event::Delta(safe)).is_err() {
+                    return Some(Leave::Gone);
                 }
             }
             Ok(None) => {}
-            Err(e) => self.failure = Some(ApiError::internal(e.to_string())),
+            Err(e) => return Some(Leave::Failed(ApiError::internal(e.to_string()))),
         }
-        if job.events.is_closed() {
-            self.cancelled = true;
+        if l.stop.hit {
+            return Some(Leave::Done(FinishReason::Stopped));
         }
-        if now >= job.deadline {
-            let secs = (job.deadline - job.arrived).as_secs_f64();
-            self.failure = Some(ApiError::timeout(secs));
+        s.finished.map(Leave::Done)
+    }
+
+    /// Removes requests from the batch (freeing their KV rows) and answers them.
+    fn retire(
+        &self,
+        leaving: Vec<(RowId, Leave)>,
+        batch: &mut ContinuousBatch<'_>,
+        live: &mut Vec<Live<'_>>,
+    ) {
+        if leaving.is_empty() {
+            return;
+        }
+        let ids: Vec<RowId> = leaving.iter().map(|(id, _)| *id).collect();
+        if let Err(e) = batch.leave(&ids) {
+            // Cannot happen with ids of running rows; answer the requests all the same.
+            eprintln!("kosmos2 serve: freeing batch rows failed: {e}");
+        }
+        let mut gone = Vec::with_capacity(leaving.len());
+        for (id, why) in leaving {
+            if let Some(pos) = live.iter().position(|l| l.id == id) {
+                gone.push((live.remove(pos), why));
+            }
+        }
+        // The gauges are right before any client hears its answer.
+        self.metrics
+            .running
+            .store(live.len() as u64, Ordering::SeqCst);
+        for (mut l, why) in gone {
+            let result = match why {
+                Leave::Done(reason) => self.finish(&mut l, reason),
+                Leave::Gone => {
+                    self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                    Err(ApiError::internal("the client went away"))
+                }
+                Leave::Timeout => {
+                    self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                    let secs = (l.job.deadline - l.job.arrived).as_secs_f64();
+                    Err(ApiError::timeout(secs))
+                }
+                Leave::Failed(e) => Err(e),
+            };
+            self.answer(&l.job, result);
         }
     }
 
-    fn finish(
-        &mut self,
-        r: usize,
-        out: &kosmos2::generation::GenerationOutput,
-        job: &Job,
-        metrics: &Metrics,
-    ) -> Result<Finished, ApiError> {
-        metrics
-            .prompt_tokens
-            .fetch_add(self.prompt_len as u64, Ordering::Relaxed);
-        if self.cancelled {
-            metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::internal("the client went away"));
-        }
-        if let Some(e) = self.failure.take() {
-            if e.code == "timeout" {
-                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-            }
-            return Err(e);
-        }
+    /// Sends the end of a request and counts it out of the queue.
+    fn answer(&self, job: &Job, result: Result<Finished, ApiError>) {
+        self.metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
+        let _ = job.events.send(Event::Done(result));
+    }
+
+    /// The result of a request that finished: the rest of its text, its finish reason.
+    fn finish(&self, l: &mut Live<'_>, reason: FinishReason) -> Result<Finished, ApiError> {
         let mut rest = String::new();
-        if !self.stop.hit {
-            if let Some(piece) = self
+        if !l.stop.hit {
+            if let Some(piece) = l
                 .stream
                 .finish()
                 .map_err(|e| ApiError::internal(e.to_string()))?
             {
-                rest = self.stop.push(&piece);
+                rest = l.stop.push(&piece);
             }
         }
-        rest.push_str(&self.stop.finish());
+        rest.push_str(&l.stop.finish());
         if !rest.is_empty() {
-            let _ = job.events.send(Event::Delta(rest));
+            let _ = l.job.events.send(Event::Delta(rest));
         }
-        let reason = out.finish_reasons.get(r).copied();
         let (finish_reason, cli_finish_reason) = match reason {
-            _ if self.stop.hit => ("stop", "stopped"),
-            Some(FinishReason::MaxNewTokens) => ("length", "max_new_tokens"),
-            Some(FinishReason::Stopped) => ("stop", "stopped"),
-            _ => ("stop", "eos"),
+            _ if l.stop.hit => ("stop", "stopped"),
+            FinishReason::MaxNewTokens => ("length", "max_new_tokens"),
+            FinishReason::Stopped => ("stop", "stopped"),
+            FinishReason::Eos => ("stop", "eos"),
         };
+        let mut sequence = std::mem::take(&mut l.prompt_ids);
+        let prompt_tokens = sequence.len();
+        sequence.extend_from_slice(&l.tokens);
         Ok(Finished {
-            sequence: out.tokens(r).to_vec(),
-            content: std::mem::take(&mut self.stop.text),
-            prompt_tokens: self.prompt_len,
-            completion_tokens: out.generated_lens.get(r).copied().unwrap_or(0),
+            sequence,
+            content: std::mem::take(&mut l.stop.text),
+            prompt_tokens,
+            completion_tokens: l.tokens.len(),
             finish_reason,
             cli_finish_reason,
         })
     }
 }
 
-/// Cuts the text at the first stop string, holding back a tail that could start one.
-#[derive(Debug, Clone, Default)]
-struct StopFilter {
-    stops: Vec<String>,
-    text: String,
-    sent: usize,
-    hit: bool,
-}
-
-impl StopFilter {
-    fn new(stops: Vec<String>) -> Self {
-        Self {
-            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
-            ..Self::default()
-        }
-    }
-
-    /// Adds a piece; returns the text that is now safe to send.
-    fn push(&mut self, piece: &str) -> String {
-        if self.hit {
-            return String::new();
-        }
-        self.text.push_str(piece);
-        if let Some(pos) = self
-            .stops
-            .iter()
-            .filter_map(|s| self.text.find(s.as_str()))
-            .min()
-        {
-            self.text.truncate(pos.max(self.sent));
-            self.hit = true;
-        }
-        let safe = if self.hit {
-            self.text.len()
-        } else {
-            self.text.len() - self.held()
-        };
-        let out = self.text[self.sent..safe].to_string();
-        self.sent = safe;
-        out
-    }
-
-    /// The longest tail of the text that is a proper prefix of a stop string.
-    fn held(&self) -> usize {
-        let mut best = 0;
-        for s in &self.stops {
-            for (k, _) in s.char_indices().skip(1) {
-                if k > best && self.text.ends_with(&s[..k]) {
-                    best = k;
-                }
-            }
-        }
-        best.min(self.text.len() - self.sent)
-    }
-
-    /// The rest of the text.
-    fn finish(&mut self) -> String {
-        let out = self.text[self.sent..].to_string();
-        self.sent = self.text.len();
-        out
-    }
-}
-
 /// How long a request may take.
 pub fn deadline(arrived: Instant, timeout: Duration) -> Instant {
     arrived + timeout
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stop_strings_cut_the_text_and_hold_back_prefixes() {
-        let mut f = StopFilter::new(vec!["</phrase>".into()]);
-        assert_eq!(f.push(" a dog"), " a dog");
-        assert_eq!(f.push("</ph"), "");
-        assert_eq!(f.push("rase> runs"), "");
-        assert!(f.hit);
-        assert_eq!(f.text, " a dog");
-        let mut f = StopFilter::new(vec!["xyz".into()]);
-        assert_eq!(f.push("abx"), "ab");
-        assert_eq!(f.push("a"), "xa");
-        assert_eq!(f.push("x"), "");
-        assert_eq!(f.finish(), "x");
-        assert_eq!(f.text, "abxax");
-        let mut f = StopFilter::new(vec![]);
-        assert_eq!(f.push("é"), "é");
-    }
 }
