@@ -17,12 +17,12 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use kosmos_tensor::{ops, DType, Device, Tensor, WeightStore};
+use kosmos_tensor::{ops, DType, Device, Tensor};
 use kosmos_text::{
     DecodeScratch, DecodeStep, ForwardOptions, Kosmos2TextConfig, LogitsMode, PositionMode,
     StoreWeights, TextForCausalLM, TextInputs, TextNames,
 };
-use support::{model_dir, Fixture};
+use support::{model_dir, text_fixture, Fixture};
 
 struct Counting;
 
@@ -193,10 +193,7 @@ fn greedy_decode_steps_allocate_nothing() {
 /// left-padded fixture (the padding-mask path).
 fn tiny_scenarios() {
     let dir = model_dir(&common::fixtures_dir(), "tiny");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let cfg: Kosmos2TextConfig = serde_json::from_value(json["text_config"].clone()).unwrap();
-    let store = WeightStore::open(&dir.join("model.safetensors")).unwrap();
+    let (cfg, store) = text_fixture(&dir);
     let src = StoreWeights {
         store: &store,
         dtype: DType::F32,

@@ -8,21 +8,18 @@
 mod common;
 mod support;
 
-use kosmos_tensor::{ops, DType, Device, Tensor, WeightStore};
+use kosmos_tensor::{ops, DType, Device, Tensor};
 use kosmos_text::{
-    DecodeScratch, DecodeStep, ForwardOptions, Kosmos2TextConfig, KvCache, LogitsMode,
-    PositionMode, StoreWeights, TextForCausalLM, TextInputs, TextNames,
+    DecodeScratch, DecodeStep, ForwardOptions, KvCache, LogitsMode, PositionMode, StoreWeights,
+    TextForCausalLM, TextInputs, TextNames,
 };
-use support::{model_dir, rel_err, Fixture, MODELS, TOL};
+use support::{model_dir, rel_err, text_fixture, Fixture, MODELS, TOL};
 
 const STEPS: usize = 6;
 
 fn load(name: &str) -> (TextForCausalLM, std::path::PathBuf) {
     let dir = model_dir(&common::fixtures_dir(), name);
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let cfg: Kosmos2TextConfig = serde_json::from_value(json["text_config"].clone()).unwrap();
-    let store = WeightStore::open(&dir.join("model.safetensors")).unwrap();
+    let (cfg, store) = text_fixture(&dir);
     let src = StoreWeights {
         store: &store,
         dtype: DType::F32,

@@ -13,7 +13,7 @@ use kosmos_text::{
     Kosmos2TextConfig, LayerCache, LogitsMode, StoreWeights, TextAttention, TextBlock, TextFfn,
     TextForCausalLM, TextInputs, TextNames,
 };
-use support::{model_dir, rel_err, Fixture, TOL};
+use support::{model_dir, rel_err, text_fixture, Fixture, TOL};
 
 struct Setup {
     lm: TextForCausalLM,
@@ -26,10 +26,7 @@ struct Setup {
 
 fn setup(name: &str, file: &str) -> Setup {
     let dir = model_dir(&common::fixtures_dir(), name);
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let cfg: Kosmos2TextConfig = serde_json::from_value(json["text_config"].clone()).unwrap();
-    let store = WeightStore::open(&dir.join("model.safetensors")).unwrap();
+    let (cfg, store) = text_fixture(&dir);
     let src = StoreWeights {
         store: &store,
         dtype: DType::F32,

@@ -7,19 +7,15 @@
 mod common;
 mod support;
 
-use kosmos_tensor::{DType, Device, Tensor, WeightStore};
+use kosmos_tensor::{DType, Device, Tensor};
 use kosmos_text::{
-    ForwardOptions, Kosmos2TextConfig, LogitsMode, PositionMode, StoreWeights, TextForCausalLM,
-    TextInputs, TextNames,
+    ForwardOptions, LogitsMode, PositionMode, StoreWeights, TextForCausalLM, TextInputs, TextNames,
 };
-use support::{model_dir, rel_err, Fixture, MODELS, TOL};
+use support::{model_dir, rel_err, text_fixture, Fixture, MODELS, TOL};
 
 pub fn load_text(name: &str) -> (TextForCausalLM, std::path::PathBuf) {
     let dir = model_dir(&common::fixtures_dir(), name);
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let cfg: Kosmos2TextConfig = serde_json::from_value(json["text_config"].clone()).unwrap();
-    let store = WeightStore::open(&dir.join("model.safetensors")).unwrap();
+    let (cfg, store) = text_fixture(&dir);
     let src = StoreWeights {
         store: &store,
         dtype: DType::F32,

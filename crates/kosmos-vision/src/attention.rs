@@ -1,7 +1,6 @@
 //! `VisionAttention`, mirroring HF `Kosmos2VisionAttention`: bidirectional multi-head self-attention.
 
 use kosmos_tensor::mha::{AttentionKeys, MultiHeadAttention};
-use kosmos_tensor::nn::Linear;
 use kosmos_tensor::{DType, Device, Tensor, WeightStore};
 
 use crate::block::EncoderAttention;
@@ -16,18 +15,10 @@ pub struct VisionAttention {
 }
 
 impl VisionAttention {
-    /// Builds the attention from its four projections.
-    pub fn new(
-        q_proj: Linear,
-        k_proj: Linear,
-        v_proj: Linear,
-        out_proj: Linear,
-        num_heads: usize,
-        head_dim: usize,
-    ) -> Self {
-        Self {
-            inner: MultiHeadAttention::new(q_proj, k_proj, v_proj, out_proj, num_heads, head_dim),
-        }
+    /// Wraps a multi-head attention (built with [`MultiHeadAttention::new`] from its four
+    /// projections).
+    pub fn new(inner: MultiHeadAttention) -> Self {
+        Self { inner }
     }
 
     /// Loads the attention of encoder layer `index`.

@@ -4,34 +4,15 @@
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-
-struct Env {
-    model: PathBuf,
-    processor: PathBuf,
-    assets: PathBuf,
-}
-
-fn env(test: &str) -> Option<Env> {
-    let assets = common::assets_dir(test)?;
-    Some(Env {
-        model: common::fixtures_dir().join("models/tiny-realvocab"),
-        processor: assets.join("kosmos-2-patch14-224"),
-        assets,
-    })
-}
+use support::{case, env, Env};
 
 impl Env {
-    fn image(&self, name: &str) -> String {
-        common::image_path(&self.assets, name)
-            .to_string_lossy()
-            .into_owned()
-    }
-
     fn run_with(&self, model: &Path, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_kosmos2"))
             .args(args)
@@ -63,18 +44,6 @@ fn records(out: &Output) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
-}
-
-fn case(name: &str) -> Value {
-    let p = common::fixtures_dir().join("models/tiny-realvocab/generation.json");
-    let g: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-    g["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no case {name}"))
-        .clone()
 }
 
 /// HF pads a row that ended early with pad tokens (1) up to the batch's length; the CLI gives

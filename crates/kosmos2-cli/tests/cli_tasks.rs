@@ -3,45 +3,25 @@
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
-
-struct Env {
-    assets: PathBuf,
-    model: String,
-    processor: String,
-}
-
-fn env(test: &str) -> Option<Env> {
-    let assets = common::assets_dir(test)?;
-    Some(Env {
-        model: common::fixtures_dir()
-            .join("models/tiny-realvocab")
-            .to_string_lossy()
-            .into_owned(),
-        processor: assets
-            .join("kosmos-2-patch14-224")
-            .to_string_lossy()
-            .into_owned(),
-        assets,
-    })
-}
+use support::{case, env, Env};
 
 impl Env {
-    fn image(&self, name: &str) -> String {
-        common::image_path(&self.assets, name)
-            .to_string_lossy()
-            .into_owned()
-    }
-
     /// Runs `kosmos2 SUBCOMMAND ARGS... --model tiny-realvocab --processor real`.
     fn run(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_kosmos2"))
             .args(args)
-            .args(["--model", &self.model, "--processor", &self.processor])
+            .args([
+                "--model",
+                self.model_arg(),
+                "--processor",
+                self.processor_arg(),
+            ])
             .env_remove("RUST_BACKTRACE")
             .env_remove("KOSMOS2_MODEL")
             .output()
@@ -63,18 +43,6 @@ fn json_lines(s: &str) -> Vec<Value> {
     s.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
-}
-
-fn generation_case(name: &str) -> Value {
-    let p = common::fixtures_dir().join("models/tiny-realvocab/generation.json");
-    let g: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-    g["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no case {name}"))
-        .clone()
 }
 
 /// Each row of the case must equal the CLI's record for that image, field by field.
@@ -125,7 +93,7 @@ fn caption_ids_equal_hf_generate_greedy_and_ngram() {
             recs[1]["timing"]["batch_size"],
             batch.parse::<u64>().unwrap()
         );
-        assert_rows_equal_hf(&generation_case(case), &recs, &[0, 1]);
+        assert_rows_equal_hf(&support::case(case), &recs, &[0, 1]);
     }
 }
 
@@ -147,7 +115,7 @@ fn beam_search_and_detailed_caption_equal_hf() {
         "--no-repeat-ngram-size",
         "0",
     ]);
-    assert_rows_equal_hf(&generation_case("beam3"), &json_lines(&ok(&out)), &[0, 1]);
+    assert_rows_equal_hf(&case("beam3"), &json_lines(&ok(&out)), &[0, 1]);
 
     // HF's row alone: the detailed prompt on two_dogs.jpg.
     let out = e.run(&[
@@ -166,7 +134,7 @@ fn beam_search_and_detailed_caption_equal_hf() {
         recs[0]["prompt"],
         "<grounding> Describe this image in detail:"
     );
-    assert_rows_equal_hf(&generation_case("batch_left_pad_row1"), &recs, &[0]);
+    assert_rows_equal_hf(&case("batch_left_pad_row1"), &recs, &[0]);
 }
 
 #[test]
@@ -469,7 +437,7 @@ fn default_model_from_the_local_hf_cache() {
     };
     let by_default = run(&[]);
     let by_id = run(&["--model", "microsoft/kosmos-2-patch14-224"]);
-    let by_dir = run(&["--model", &e.model, "--processor", &e.processor]);
+    let by_dir = run(&["--model", e.model_arg(), "--processor", e.processor_arg()]);
     assert_eq!(by_default["generated_ids"], by_dir["generated_ids"]);
     assert_eq!(by_id["generated_ids"], by_dir["generated_ids"]);
 }

@@ -5,10 +5,10 @@
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,21 +19,7 @@ use kosmos2_cli::serve::hooks::BoundaryHook;
 use kosmos2_cli::serve::limits::Limits;
 use kosmos2_cli::serve::{Server, ServerConfig};
 use serde_json::{json, Value};
-
-struct Env {
-    assets: PathBuf,
-    model: PathBuf,
-    processor: PathBuf,
-}
-
-fn env(test: &str) -> Option<Env> {
-    let assets = common::assets_dir(test)?;
-    Some(Env {
-        model: common::fixtures_dir().join("models/tiny-realvocab"),
-        processor: assets.join("kosmos-2-patch14-224"),
-        assets,
-    })
-}
+use support::{env, Env};
 
 impl Env {
     fn config(&self) -> ServerConfig {

@@ -253,6 +253,25 @@ impl<'a> Kosmos2Lm<'a> {
             .ok_or_else(|| Error::InvalidInput("the forward pass returned no logits".into()))
     }
 
+    /// The start of a decode step: one token per cache row (and a cache to step), then each row's
+    /// attention mask grows by one real token. Returns whether any row has padding.
+    fn begin_step(&mut self, tokens: &[u32]) -> Result<bool> {
+        if tokens.len() != self.masks.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} tokens for {} cache rows",
+                tokens.len(),
+                self.masks.len()
+            )));
+        }
+        if self.cache.is_none() {
+            return Err(Error::InvalidInput("step before prefill".into()));
+        }
+        for m in &mut self.masks {
+            m.push(1);
+        }
+        Ok(self.masks.iter().any(|m| m.contains(&0)))
+    }
+
     fn logits(&self, t: &Tensor) -> Result<Logits> {
         Ok(Logits::new(t.to_vec_f32()?, self.vocab_size())?)
     }
@@ -308,21 +327,11 @@ impl CausalLm for Kosmos2Lm<'_> {
             self.step_into(tokens, &mut out)?;
             return Ok(out);
         }
-        if tokens.len() != self.masks.len() {
-            return Err(Error::InvalidInput(format!(
-                "{} tokens for {} cache rows",
-                tokens.len(),
-                self.masks.len()
-            )));
-        }
+        let any_pad = self.begin_step(tokens)?;
         let cache = self
             .cache
             .take()
             .ok_or_else(|| Error::InvalidInput("step before prefill".into()))?;
-        for m in &mut self.masks {
-            m.push(1);
-        }
-        let any_pad = self.masks.iter().any(|m| m.contains(&0));
         let flat_mask: Vec<u32> = if any_pad {
             self.masks.concat()
         } else {
@@ -344,21 +353,11 @@ impl CausalLm for Kosmos2Lm<'_> {
             *out = self.step(tokens)?;
             return Ok(());
         }
-        if tokens.len() != self.masks.len() {
-            return Err(Error::InvalidInput(format!(
-                "{} tokens for {} cache rows",
-                tokens.len(),
-                self.masks.len()
-            )));
-        }
+        let any_pad = self.begin_step(tokens)?;
         let cache = self
             .cache
             .as_mut()
             .ok_or_else(|| Error::InvalidInput("step before prefill".into()))?;
-        for m in &mut self.masks {
-            m.push(1);
-        }
-        let any_pad = self.masks.iter().any(|m| m.contains(&0));
         self.flat_mask.clear();
         if any_pad {
             for m in &self.masks {

@@ -29,6 +29,15 @@ pub fn model_dir(fixtures: &Path, name: &str) -> PathBuf {
     dir
 }
 
+/// A fixture model's text config (`config.json`'s `text_config`) and its opened weights.
+pub fn text_fixture(dir: &Path) -> (kosmos_text::Kosmos2TextConfig, kosmos_tensor::WeightStore) {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let cfg = serde_json::from_value(json["text_config"].clone()).unwrap();
+    let store = kosmos_tensor::WeightStore::open(&dir.join("model.safetensors")).unwrap();
+    (cfg, store)
+}
+
 /// One `reference*.safetensors` file, read into memory.
 pub struct Fixture {
     path: PathBuf,
