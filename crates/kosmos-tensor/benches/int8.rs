@@ -1,8 +1,8 @@
 //! Int8 weight-only GEMV (decode) against the bf16 GEMV on the same shapes, in the same run, and
 //! the int8 prefill GEMM against the bf16 one.
 //!
-//! Also: 1, 2, 4, 8 and 9 rows (`gemv_rows_int8`), int8 and bf16 weights: the batch-invariant
-//! multi-row GEMV (up to 8 rows) against the GEMM path (9 rows).
+//! Also: 1, 2, 4, 8, 9, 16 and 17 rows (`gemv_rows_int8`), int8 and bf16 weights: the
+//! batch-invariant multi-row GEMV (up to 16 rows) against the GEMM path (17 rows).
 //!
 //! `cargo bench -p kosmos-tensor --bench int8` (set `KOSMOS_SIMD` to pin a SIMD level and
 //! `RAYON_NUM_THREADS` to pin threads). Each GEMV rotates over > 1 GB of distinct weights so that
@@ -200,8 +200,8 @@ fn bench_gemm(c: &mut Criterion) {
     g.finish();
 }
 
-/// Small decode batches: 2..=8 rows take the batch-invariant multi-row GEMV (each weight row read
-/// once for all rows), more rows the dequantised-panel GEMM. Time per call against one row.
+/// Small decode batches: 2..=16 rows take the batch-invariant multi-row GEMV (each weight row read
+/// once per pass for all rows of the pass), more rows the dequantised-panel GEMM. Time per call against one row.
 fn bench_rows(c: &mut Criterion) {
     let mut g = c.benchmark_group("gemv_rows_int8");
     g.sample_size(10)
@@ -212,7 +212,7 @@ fn bench_rows(c: &mut Criterion) {
     let count = ROTATE_BYTES.div_ceil(bytes).max(2);
     let ws: Vec<Int8Weight> = (0..count).map(|i| int8_weight(n, k, i as u32)).collect();
     let mut one = f64::NAN;
-    for rows in [1usize, 2, 4, 8, 9] {
+    for rows in [1usize, 2, 4, 8, 9, 16, 17] {
         let x = Tensor::from_vec(filled(rows * k, 5), &[rows, k], &Device::Cpu).expect("x");
         let t = measure(
             &mut g,

@@ -37,7 +37,7 @@ fn linear_into_matches_linear() {
         let (n, k) = (301, 67);
         let w = t(&[n, k], 1, dtype);
         let b = t(&[n], 2, dtype);
-        for rows in [1usize, 3, 8, 11] {
+        for rows in [1usize, 3, 8, 11, 16, 17] {
             let x = data(rows * k, 3 + rows);
             let xt = Tensor::from_slice(&x, &[rows, k], &Device::Cpu).unwrap();
             for bias in [None, Some(&b)] {

@@ -269,7 +269,7 @@ impl TextTransformer {
     ///
     /// The result is [`forward`](Self::forward) on a one-token step with this cache: the same
     /// positions and masks, and for one row the same GEMV and LayerNorm arithmetic; the attention's
-    /// summation order differs, and for 2..=8 rows the projections use the batch-invariant GEMV
+    /// summation order differs, and for 2..=16 rows the projections use the batch-invariant GEMV
     /// instead of a GEMM (f32 rounding only). Allocation happens only when the cache or the scratch
     /// must grow: reserve the cache for the whole generation ([`KvCache::reserve`]) and steps
     /// allocate nothing. Replaced blocks ([`TextTransformer::replace_layer`]) are an error here
