@@ -39,7 +39,7 @@
 use std::time::{Duration, Instant};
 
 use kosmos_tensor::Tensor;
-use kosmos_text::{KvCache, LogitsMode, PositionMode, TextInputs};
+use kosmos_text::{DecodeScratch, DecodeStep, KvCache, LogitsMode, PositionMode, TextInputs};
 
 use crate::conditional::{Kosmos2ForConditionalGeneration, LmOptions};
 use crate::error::{Error, Result};
@@ -145,6 +145,10 @@ pub struct ContinuousBatch<'m> {
     rows: Vec<Row>,
     next_id: u64,
     decode_steps: u64,
+    /// The step's input ids, the decoder's intermediates and the logits, reused across steps.
+    tokens: Vec<u32>,
+    scratch: DecodeScratch,
+    logits: Logits,
 }
 
 impl<'m> ContinuousBatch<'m> {
@@ -156,6 +160,9 @@ impl<'m> ContinuousBatch<'m> {
             rows: Vec::new(),
             next_id: 0,
             decode_steps: 0,
+            tokens: Vec::new(),
+            scratch: DecodeScratch::default(),
+            logits: Logits::default(),
         }
     }
 
@@ -284,34 +291,49 @@ impl<'m> ContinuousBatch<'m> {
     /// Decodes one token for every running row (one forward pass), returns them in row order and
     /// drops the rows that finished. An empty batch returns no token.
     pub fn step(&mut self) -> Result<Vec<RowStep>> {
-        let Some(cache) = self.cache.take() else {
+        if self.cache.is_none() {
             return Ok(Vec::new());
-        };
-        let tokens: Vec<u32> = self
-            .rows
-            .iter()
-            .map(|r| r.seq.last().copied().unwrap_or(0))
-            .collect();
-        let n = tokens.len();
-        let text = TextInputs::from_ids(&tokens, n, 1)?;
-        let opts = Kosmos2ForwardOptions {
-            position_mode: PositionMode::RealTokens,
-            ..Default::default()
-        };
-        let lm = LmOptions {
-            logits: LogitsMode::Last,
-            labels: None,
-        };
-        let out = self
-            .model
-            .forward(&Kosmos2Inputs::new(text), Some(cache), &opts, &lm)?;
-        self.cache = out.past_key_values;
-        self.decode_steps += 1;
-        let logits = out
-            .logits
-            .ok_or_else(|| Error::InvalidInput("the forward pass returned no logits".into()))?;
+        }
+        self.tokens.clear();
+        self.tokens
+            .extend(self.rows.iter().map(|r| r.seq.last().copied().unwrap_or(0)));
+        let n = self.tokens.len();
         let vocab = self.model.lm_head.dims().first().copied().unwrap_or(0);
-        let mut logits = Logits::new(logits.to_vec_f32()?, vocab)?;
+        let text_model = &self.model.model.text_model;
+        if text_model.supports_decode_step() {
+            // The allocation-free step, as `Kosmos2Lm::step_into` runs it for `generate`.
+            let step = DecodeStep::new(&self.tokens).with_position_mode(PositionMode::RealTokens);
+            if let Some(cache) = self.cache.as_mut() {
+                text_model.decode_step(
+                    &step,
+                    cache,
+                    Some(&self.model.lm_head),
+                    &mut self.scratch,
+                )?;
+            }
+            self.logits.overwrite(self.scratch.logits(), vocab)?;
+        } else {
+            // Replaced decoder blocks: the general forward pass.
+            let text = TextInputs::from_ids(&self.tokens, n, 1)?;
+            let opts = Kosmos2ForwardOptions {
+                position_mode: PositionMode::RealTokens,
+                ..Default::default()
+            };
+            let lm = LmOptions {
+                logits: LogitsMode::Last,
+                labels: None,
+            };
+            let out =
+                self.model
+                    .forward(&Kosmos2Inputs::new(text), self.cache.take(), &opts, &lm)?;
+            self.cache = out.past_key_values;
+            let logits = out
+                .logits
+                .ok_or_else(|| Error::InvalidInput("the forward pass returned no logits".into()))?;
+            self.logits = Logits::new(logits.to_vec_f32()?, vocab)?;
+        }
+        self.decode_steps += 1;
+        let logits = &mut self.logits;
         if logits.rows() != n {
             return Err(Error::InvalidInput(format!(
                 "{} logits rows for {n} batch rows",

@@ -68,6 +68,16 @@ pub struct Logits {
     vocab: usize,
 }
 
+/// No rows yet (vocab 1), ready for [`Logits::overwrite`].
+impl Default for Logits {
+    fn default() -> Self {
+        Self {
+            data: Vec::new(),
+            vocab: 1,
+        }
+    }
+}
+
 impl Logits {
     /// Wraps `data` (row-major, `data.len()` a multiple of `vocab`, `vocab ≥ 1`).
     pub fn new(data: Vec<f32>, vocab: usize) -> Result<Self> {
