@@ -10,7 +10,9 @@
 //! the same shapes and dtypes with the same thread count, in a Python child (`torch_linear.py`) fed
 //! one command at a time, alternating with the Rust side round by round, and prints medians, bests
 //! and ratios (`vs_torch`; `-- vs_torch` runs only that part, `KOSMOS2_BENCH_ROUNDS` sets the rounds,
-//! default 7). Without the variable it prints one line saying the torch side is skipped.
+//! default 7, `KOSMOS2_BENCH_CASES=gemm,x=f32 w=bf16` keeps the cases whose label contains one of
+//! the comma-separated substrings). Without the variable it prints one line saying the torch side is
+//! skipped.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

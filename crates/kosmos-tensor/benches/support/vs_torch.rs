@@ -222,15 +222,27 @@ fn cases() -> Vec<Case> {
             });
         }
     }
+    // ViT (257 rows: qkv/out 1024->1024, fc1, fc2), projection (dense 257x1024->2048, latent
+    // queries 64 rows, keys/values 257 + 64 rows), text prefill (71 rows).
     for (m, k, n) in [
+        (257, 1024, 1024),
         (257, 1024, 3072),
         (257, 1024, 4096),
         (257, 4096, 1024),
+        (257, 1024, 2048),
+        (64, 2048, 2048),
+        (321, 2048, 2048),
         (71, 2048, 2048),
         (71, 2048, 8192),
         (71, 8192, 2048),
     ] {
-        for (xdt, wdt) in [(DType::F32, DType::F32), (DType::BF16, DType::BF16)] {
+        // x=f32 w=bf16 is the model's bf16 mode (f32 activations rounded to bf16 at the linear);
+        // torch runs it as bf16 x bf16, which is what HF bf16 does.
+        for (xdt, wdt) in [
+            (DType::F32, DType::F32),
+            (DType::F32, DType::BF16),
+            (DType::BF16, DType::BF16),
+        ] {
             v.push(Case {
                 m,
                 k,
@@ -240,6 +252,14 @@ fn cases() -> Vec<Case> {
                 tdt: wdt,
             });
         }
+    }
+    // `KOSMOS2_BENCH_CASES=a,b`: only the cases whose label contains one of the substrings.
+    if let Ok(filter) = std::env::var("KOSMOS2_BENCH_CASES") {
+        let parts: Vec<&str> = filter.split(',').filter(|p| !p.is_empty()).collect();
+        v.retain(|c| {
+            let label = c.label();
+            parts.iter().any(|p| label.contains(p))
+        });
     }
     v
 }

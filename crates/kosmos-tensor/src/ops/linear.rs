@@ -1,5 +1,6 @@
 //! `linear`: `x · Wᵀ + b` with `W` stored `[out, in]` as in PyTorch.
 
+use half::bf16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
@@ -7,6 +8,8 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::gemv::{gemv_into, gemv_rows_into, WeightRows, MAX_GEMV_ROWS};
 use crate::ops::matmul::{f32_storage, gemm_f32, StridedMat};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::bf16_gemm::Lhs;
 use crate::simd::Isa;
 use crate::storage::CpuSlice;
 use crate::tensor::{check_cpu, Tensor};
@@ -14,7 +17,10 @@ use crate::tensor::{check_cpu, Tensor};
 /// `x [.., in] · W[out, in]ᵀ (+ b[out]) -> [.., out]`.
 ///
 /// Leading dims are folded into one GEMM that reads `Wᵀ` through strides (no copy). A single row
-/// (decode) takes the GEMV path, which reads f32/bf16/f16 weights in place. The result has `x`'s dtype.
+/// (decode) takes the GEMV path, which reads f32/bf16/f16 weights in place. With bf16 weights and
+/// more than `MAX_GEMV_ROWS` (16) rows the activations are rounded to bf16 and multiplied with
+/// `vdpbf16ps` where the CPU has AVX512_BF16 (see `bf16_weight_gemm` for why every CPU rounds).
+/// The result has `x`'s dtype.
 ///
 /// ```
 /// use kosmos_tensor::{ops, Device, Tensor};
@@ -83,9 +89,14 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             (xb.contiguous_slice(), w.storage.slice())
         {
             let (off, rs) = (w.layout.offset, w.strides()[0]);
+            let a = Lhs::Bf16(a);
             crate::simd::bf16_gemm::gemm_bf16_avx512(a, (rows, n, k), wd, off, rs, &mut out);
             return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
         }
+    }
+    if w.dtype() == DType::BF16 && rows > MAX_GEMV_ROWS {
+        bf16_weight_gemm(isa, &xv, rows, w, &mut out, bias.is_some())?;
+        return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
     }
     if w.dtype() == DType::F32 {
         // Wᵀ[k, n] = W[n, k]: read W through swapped strides.
@@ -104,10 +115,12 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 
 /// [`linear`] into a caller's buffer: `x` is `[rows, in]` f32 row-major, `out` is `[rows, out]`.
 ///
-/// Up to eight rows (decode) take the GEMV path: weights read once in their stored dtype, bias
-/// added in f32, nothing allocated, and each row's result bitwise what one-row [`linear`] gives
-/// (batch-invariant). More rows with f32 weights run one GEMM written straight into `out`; with
-/// bf16/f16 weights they take [`linear`]'s panel GEMM, whose converted panels are temporary buffers.
+/// Up to `MAX_GEMV_ROWS` (16) rows (decode) take the GEMV path: weights read once in their stored
+/// dtype, bias added in f32, nothing allocated, and each row's result bitwise what one-row
+/// [`linear`] gives (batch-invariant). More rows with f32 weights run one GEMM written straight
+/// into `out`; with bf16 weights the rows are rounded to bf16 and take [`linear`]'s bf16 GEMM
+/// (`vdpbf16ps` on AVX512_BF16, written straight into `out`); with f16 weights the panel GEMM,
+/// whose converted panels are temporary buffers.
 ///
 /// ```
 /// use kosmos_tensor::{ops, Device, Tensor};
@@ -201,9 +214,60 @@ pub fn linear_into(x: &[f32], w: &Tensor, b: Option<&Tensor>, out: &mut [f32]) -
         };
         gemm_f32(out, n, (rows, n, k), lhs, rhs, b.is_some(), true);
         Ok(())
+    } else if w.dtype() == DType::BF16 && rows > MAX_GEMV_ROWS {
+        bf16_weight_gemm(isa, x, rows, w, out, b.is_some())
     } else {
         half_weight_gemm(out, rows, w, lhs, b.is_some())
     }
+}
+
+/// GEMM with bf16 weights above `MAX_GEMV_ROWS` (16) rows (prefill, image encode): `out[rows, n] =
+/// (accumulate ? out : 0) + bf16(x) · Wᵀ`, the activations rounded to bf16 (nearest even, bit-exact
+/// with `half::bf16::from_f32`) as a bf16 PyTorch model's are at every linear input.
+///
+/// With AVX512_BF16 and unit-stride weight rows this is the `vdpbf16ps` GEMM (x rounded while it is
+/// packed; the weights are never converted). On every other CPU (and for strided weights) x is rounded
+/// the same way and multiplied by the weights converted to f32 ([`half_weight_gemm`]): the products
+/// of two bf16 values are exact in f32 either way, so **every CPU computes the same products and the
+/// results differ by f32 summation order only** (a few f32 ulps of `Σ|x·w|`), instead of prefill
+/// numerics that change with the machine by up to a bf16 rounding of every activation. The rounding
+/// costs one pass over x (`rows x k`), noise next to the `rows x k x n` GEMM, and keeps a model's
+/// bf16 mode equal in kind to HF's bf16 everywhere. Decode (≤ `MAX_GEMV_ROWS` (16) rows in
+/// [`linear_into`], one row in [`linear`]) keeps f32 activations, bitwise unchanged and batch-invariant.
+fn bf16_weight_gemm(
+    isa: Isa,
+    x: &[f32],
+    rows: usize,
+    w: &Tensor,
+    out: &mut [f32],
+    accumulate: bool,
+) -> Result<()> {
+    let (n, k) = (w.dims()[0], w.dims()[1]);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Bf16 && w.strides()[1] == 1 {
+        if let CpuSlice::BF16(wd) = w.storage.slice() {
+            if !accumulate {
+                out[..rows * n].fill(0.0);
+            }
+            let (off, rs) = (w.layout.offset, w.strides()[0]);
+            let a = Lhs::F32(x);
+            crate::simd::bf16_gemm::gemm_bf16_avx512(a, (rows, n, k), wd, off, rs, out);
+            return Ok(());
+        }
+    }
+    // `convert` runs on this thread's level (`isa`), bit-exact on every level.
+    let _ = isa;
+    let mut xb = vec![bf16::ZERO; x.len()];
+    crate::convert::f32_to_bf16(x, &mut xb)?;
+    let mut xr = vec![0f32; x.len()];
+    xb.convert_to_f32_slice(&mut xr);
+    let lhs = StridedMat {
+        data: &xr,
+        offset: 0,
+        rs: k,
+        cs: 1,
+    };
+    half_weight_gemm(out, rows, w, lhs, accumulate)
 }
 
 /// GEMM with bf16/f16 weights: convert panels of `W` rows to f32 (in parallel, into one reused buffer

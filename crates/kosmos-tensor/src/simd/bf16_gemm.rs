@@ -1,23 +1,98 @@
 //! bf16 × bf16 GEMM on AVX512_BF16 (`vdpbf16ps`): `out[m, n] += A[m, k] · W[n, k]ᵀ` with f32 accumulation.
 //!
-//! Used by `linear` when both the activations and the weights are bf16 (as in a bf16 model run). Each
-//! rayon task packs one panel of 32 weight rows as k-pairs (`[k/2][32][2]`, zero-padded) and runs an
-//! `R x 32` register-blocked micro-kernel over every activation row. Products of bf16 values are exact
-//! in f32, so the result differs from an f32 GEMM on the same (rounded) inputs by summation order only
-//! (and `vdpbf16ps` flushes bf16 denormals to zero).
+//! Used by `linear` for bf16 weights above the GEMV sizes. The activations are bf16 already, or f32
+//! rounded to bf16 (nearest even, bit-exact with `half::bf16::from_f32`) while they are packed, which
+//! is what a bf16 PyTorch model does at every linear input.
+//!
+//! Blocking (BLIS-style, sized for a Zen 4 / Sapphire Rapids core: 32 KB L1D, ≥ 1 MB L2):
+//! - A is packed once per call as k-pairs (one `u32` per pair) in micro-panels of `MR` rows laid out
+//!   `[pair][row]`, so the micro-kernel's broadcasts read one sequential stream (row-major A would
+//!   put the 12 broadcast streams 2·k bytes apart, all in the same L1 sets when k is a multiple of
+//!   2048).
+//! - Each rayon task owns a few 32-column panels of W and walks K in blocks of `KC` pairs: it packs
+//!   each panel's `KC x 32` pair block (32 KB, in L1/L2 while every row block of A streams past it)
+//!   right before its first use, while the next panel's weight rows are prefetched towards L2, and
+//!   the `MC`-row block of A for that K block (`MC x KC` pairs, ≤ 384 KB) stays in L2 across the
+//!   task's panels. Every W element is packed exactly once per call.
+//! - The `R x 32` micro-kernel (R ≤ 12: 24 accumulators) adds its K block's partial sums into `out`
+//!   (masked for the last panel's columns), so no per-call output buffer exists either.
+//!
+//! Products of bf16 values are exact in f32, so the result differs from an f32 GEMM on the same
+//! (rounded) inputs by summation order only (and `vdpbf16ps` flushes bf16 denormals to zero).
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use half::bf16;
 use rayon::prelude::*;
 
+use crate::convert::{convert_f32_bytes, HalfFormat};
+use crate::simd::Isa;
+
 /// Output columns per panel (two zmm registers of f32).
 const NR: usize = 32;
+/// Rows per micro-kernel call (24 accumulators + 2 panel vectors + 1 broadcast of 32 zmm).
+const MR: usize = 12;
+/// K pairs per block (a multiple of 16, the transpose width): a `KC x NR` panel block is 32 KB.
+/// 128 / 256 / 384 / 512 / 1024 were tried (single thread, loaded machine): 256 and up beat 128 by
+/// ≈ 5–15 % on the 257-row shapes, within the noise of each other.
+const KC: usize = 256;
+/// Row blocks of `MR` per M block: `MC = 384` rows, so `MC x KC` pairs of A are 384 KB (L2).
+const MC_BLOCKS: usize = 32;
+/// Panels per rayon task at most (enough tasks to balance, few enough to amortise the A reads).
+const MAX_TASK_PANELS: usize = 8;
 
-/// `out[i * n + j] += sum_p a[i * k + p] * w[w_offset + j * w_rs + p]`.
+/// The activations of [`gemm_bf16_avx512`]: row-major `[m, k]`, contiguous.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Lhs<'a> {
+    /// Already bf16.
+    Bf16(&'a [bf16]),
+    /// f32, rounded to bf16 (nearest even) while packing.
+    F32(&'a [f32]),
+}
+
+impl Lhs<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Lhs::Bf16(a) => a.len(),
+            Lhs::F32(a) => a.len(),
+        }
+    }
+}
+
+thread_local! {
+    /// The packed A of the last call on this thread, reused so that prefill does not allocate and
+    /// fault in a fresh buffer per linear (taken out while in use, so a re-entrant call just
+    /// allocates its own).
+    static A_PACK: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// A rayon task's packed W panels (≤ `MAX_TASK_PANELS x KC x NR` pairs, 256 KB), reused the
+    /// same way.
+    static B_PACK: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A raw output pointer shared by the rayon tasks, each of which writes its own columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the tasks write disjoint column ranges of `out` (see `gemm_bf16_avx512`), and `out` is
+// a unique borrow that outlives the parallel loop.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so closures capture the `Sync` wrapper, not its field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `out[i * n + j] += sum_p a[i * k + p] * w[w_offset + j * w_rs + p]`, with `a` rounded to bf16.
 ///
 /// # Panics
-/// If the slices are too short for the given sizes (an internal invariant).
+/// If the slices are too short for the given sizes, or the CPU lacks AVX512_BF16 (internal
+/// invariants: `linear` checks both).
 pub(crate) fn gemm_bf16_avx512(
-    a: &[bf16],
+    a: Lhs<'_>,
     (m, n, k): (usize, usize, usize),
     w: &[bf16],
     w_offset: usize,
@@ -30,95 +105,160 @@ pub(crate) fn gemm_bf16_avx512(
         "gemm_bf16 bounds"
     );
     assert!(
-        crate::simd::Isa::Avx512Bf16.is_supported(),
+        Isa::Avx512Bf16.is_supported(),
         "gemm_bf16 needs AVX512_BF16"
     );
     if m == 0 || n == 0 || k == 0 {
         return;
     }
     let kp = k.div_ceil(2);
-    // A as zero-padded k-pairs, one u32 per pair.
-    let mut ap = vec![0u32; m * kp];
-    for (i, row) in ap.chunks_mut(kp).enumerate() {
-        let src = &a[i * k..(i + 1) * k];
-        for (p, v) in row.iter_mut().enumerate() {
-            let lo = src[2 * p].to_bits() as u32;
-            let hi = src.get(2 * p + 1).map_or(0, |h| h.to_bits() as u32);
-            *v = lo | (hi << 16);
-        }
-    }
+    // Row blocks: whole MR-row blocks, then the remainder as one block of its own (71 rows =
+    // 5 x 12 + 11, not 12s + 8 + 2 + 1: the 1- and 2-row kernels are load-bound).
+    let blocks: Vec<(usize, usize)> = (0..m).step_by(MR).map(|i0| (i0, MR.min(m - i0))).collect();
+    let mut ap = A_PACK.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    ap.clear();
+    ap.resize(m * kp, 0);
+    pack_a(a, k, kp, &blocks, &mut ap);
+
     let panels = n.div_ceil(NR);
-    let mut buf = vec![0f32; panels * m * NR];
-    buf.par_chunks_mut(m * NR).enumerate().for_each_init(
-        || vec![0u32; kp * NR],
-        |bp, (pi, cblock)| {
-            let n0 = pi * NR;
-            let nb = NR.min(n - n0);
-            // Pack: bp[p * NR + j] = (W[n0 + j][2p], W[n0 + j][2p + 1]); columns past `nb`
-            // (last panel only) and the high half of an odd `k`'s last pair are zero.
-            if nb < NR {
-                bp.fill(0);
-            }
-            // Whole 16-row x 16-pair blocks by an AVX-512 transpose, the rest pair by pair.
-            let (jv, pv) = (nb / 16 * 16, k / 2 / 16 * 16);
-            for j0 in (0..jv).step_by(16) {
-                let rows: [usize; 16] = std::array::from_fn(|j| w_offset + (n0 + j0 + j) * w_rs);
-                for p0 in (0..pv).step_by(16) {
-                    // SAFETY: AVX-512 support was asserted above; every row holds pairs
-                    // `p0..p0 + 16` (`2 * (p0 + 16) <= k` and the bounds assert), and `bp` holds
-                    // pairs `p0..p0 + 16` of columns `j0..j0 + 16`.
-                    unsafe { x86::transpose16(w, rows, 2 * p0, &mut bp[p0 * NR + j0..]) };
-                }
-            }
-            for j in 0..nb {
-                let row = &w[w_offset + (n0 + j) * w_rs..w_offset + (n0 + j) * w_rs + k];
-                let first = if j < jv { pv } else { 0 };
-                let pairs = row[2 * first..].chunks_exact(2);
-                let tail = pairs.remainder();
-                for (dst, pair) in bp[first * NR..].chunks_exact_mut(NR).zip(pairs) {
-                    dst[j] = u32::from(pair[0].to_bits()) | (u32::from(pair[1].to_bits()) << 16);
-                }
-                if let [last] = tail {
-                    bp[(kp - 1) * NR + j] = u32::from(last.to_bits());
-                }
-            }
-            let mut i = 0;
-            while i < m {
-                // Every remainder gets its own register block (71 rows = 5 x 12 + 11, not
-                // 12s + 8 + 2 + 1): the 1- and 2-row kernels are load-bound.
-                let r = (m - i).min(12);
-                let a_rows = &ap[i * kp..(i + r) * kp];
-                let c = &mut cblock[i * NR..(i + r) * NR];
-                // SAFETY: AVX512_BF16 support was asserted above; the slices hold `r` rows of `kp`
-                // pairs (A), `kp * NR` pairs (panel) and `r * NR` outputs.
-                unsafe {
-                    match r {
-                        12 => x86::kernel::<12>(a_rows, bp, kp, c),
-                        11 => x86::kernel::<11>(a_rows, bp, kp, c),
-                        10 => x86::kernel::<10>(a_rows, bp, kp, c),
-                        9 => x86::kernel::<9>(a_rows, bp, kp, c),
-                        8 => x86::kernel::<8>(a_rows, bp, kp, c),
-                        7 => x86::kernel::<7>(a_rows, bp, kp, c),
-                        6 => x86::kernel::<6>(a_rows, bp, kp, c),
-                        5 => x86::kernel::<5>(a_rows, bp, kp, c),
-                        4 => x86::kernel::<4>(a_rows, bp, kp, c),
-                        3 => x86::kernel::<3>(a_rows, bp, kp, c),
-                        2 => x86::kernel::<2>(a_rows, bp, kp, c),
-                        _ => x86::kernel::<1>(a_rows, bp, kp, c),
+    let per_task = (panels / (4 * rayon::current_num_threads())).clamp(1, MAX_TASK_PANELS);
+    let tasks = panels.div_ceil(per_task);
+    let outp = OutPtr(out.as_mut_ptr());
+    let ap_ref = &ap[..];
+    let blocks_ref = &blocks[..];
+    (0..tasks).into_par_iter().for_each(|t| {
+        let mut bp = B_PACK.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        let (p0, p1) = (t * per_task, ((t + 1) * per_task).min(panels));
+        for q0 in (0..kp).step_by(KC) {
+            let qn = KC.min(kp - q0);
+            bp.resize((p1 - p0) * qn * NR, 0);
+            for (mi, mblock) in blocks_ref.chunks(MC_BLOCKS).enumerate() {
+                for pi in p0..p1 {
+                    let n0 = pi * NR;
+                    let nb = NR.min(n - n0);
+                    let off = (pi - p0) * qn * NR;
+                    if mi == 0 {
+                        // Packed right before its first use (its rows were prefetched while
+                        // the previous panel computed).
+                        let dst = &mut bp[off..off + qn * NR];
+                        pack_panel(w, w_offset, w_rs, k, (n0, nb), (q0, qn), dst);
+                    }
+                    // The next panel to pack: the task's next one in this K block, else its
+                    // first one in the next K block. Its weight rows are prefetched towards L2
+                    // over this panel's kernel calls, so the pack does not wait on DRAM. (One
+                    // panel at a time: a whole K block of 256 rows 4–16 KB apart would not fit
+                    // the L2 sets they map to.)
+                    let (pn, pq) = if pi + 1 < p1 {
+                        (pi + 1, q0)
+                    } else {
+                        (p0, q0 + qn)
+                    };
+                    let (pn0, pnb) = (pn * NR, NR.min(n - pn * NR));
+                    let next = 2 * pq..(2 * (pq + KC)).min(k);
+                    let prefetch = mi == 0 && next.start < next.end;
+                    let per_call = pnb.div_ceil(mblock.len());
+                    let panel = &bp[off..off + qn * NR];
+                    let full = |c: usize| (((1u32 << c) - 1) & 0xffff) as u16;
+                    let masks = (full(nb.min(16)), full(nb.saturating_sub(16)));
+                    for (bi, &(i0, r)) in mblock.iter().enumerate() {
+                        if prefetch {
+                            for j in (bi * per_call..(bi + 1) * per_call).take_while(|&j| j < pnb) {
+                                let row = w_offset + (pn0 + j) * w_rs;
+                                x86::prefetch_l2(&w[row + next.start..row + next.end]);
+                            }
+                        }
+                        // Micro-panel of rows i0..i0 + r is `[kp][r]` from `i0 * kp`.
+                        let a_blk = &ap_ref[i0 * kp + q0 * r..i0 * kp + (q0 + qn) * r];
+                        // SAFETY: AVX512_BF16 was asserted above. `a_blk` holds `qn * r`
+                        // pairs and `panel` `qn * NR`; the output tile is rows i0..i0 + r
+                        // (< m) and columns n0..n0 + nb (< n, the masks cover only those) of
+                        // the `m x n` `out`, and no other task writes columns n0..n0 + NR.
+                        unsafe {
+                            let c = outp.get().add(i0 * n + n0);
+                            x86::kernel_dispatch(r, a_blk, panel, qn, c, n, masks);
+                        }
                     }
                 }
-                i += r;
+            }
+        }
+        B_PACK.with(|c| *c.borrow_mut() = bp);
+    });
+    A_PACK.with(|c| *c.borrow_mut() = ap);
+}
+
+/// Packs A into `[block][pair][row]` (`ap[i0 * kp + p * r + rr]` = pair `p` of row `i0 + rr`),
+/// rounding f32 to bf16 first; an odd `k`'s last pair has a zero high half.
+fn pack_a(a: Lhs<'_>, k: usize, kp: usize, blocks: &[(usize, usize)], ap: &mut [u32]) {
+    let mut chunks = Vec::with_capacity(blocks.len());
+    let mut rest = ap;
+    for &(i0, r) in blocks {
+        let (head, tail) = rest.split_at_mut(r * kp);
+        chunks.push((i0, r, head));
+        rest = tail;
+    }
+    chunks.into_par_iter().for_each_init(
+        || vec![MaybeUninit::<u16>::uninit(); k],
+        |scratch, (i0, r, dst)| {
+            for rr in 0..r {
+                let row = i0 + rr;
+                let bits: &[u16] = match a {
+                    Lhs::Bf16(v) => bytemuck::cast_slice(&v[row * k..(row + 1) * k]),
+                    Lhs::F32(v) => {
+                        let src = bytemuck::cast_slice(&v[row * k..(row + 1) * k]);
+                        // Bit-exact with `half::bf16::from_f32` on every level; Avx512Bf16 is
+                        // the level this GEMM runs on.
+                        convert_f32_bytes(Isa::Avx512Bf16, src, scratch, HalfFormat::Bf16);
+                        // SAFETY: `convert_f32_bytes` initialised all `k` values.
+                        unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u16>(), k) }
+                    }
+                };
+                let pairs = bits.chunks_exact(2);
+                let tail = pairs.remainder();
+                for (p, pair) in pairs.enumerate() {
+                    dst[p * r + rr] = u32::from(pair[0]) | (u32::from(pair[1]) << 16);
+                }
+                if let [last] = tail {
+                    dst[(kp - 1) * r + rr] = u32::from(*last);
+                }
             }
         },
     );
-    for (pi, cblock) in buf.chunks(m * NR).enumerate() {
-        let n0 = pi * NR;
-        let nb = NR.min(n - n0);
-        for i in 0..m {
-            let dst = &mut out[i * n + n0..i * n + n0 + nb];
-            for (d, s) in dst.iter_mut().zip(&cblock[i * NR..i * NR + nb]) {
-                *d += s;
-            }
+}
+
+/// Packs pairs `q0..q0 + qn` of W rows `n0..n0 + nb` as `bp[t * NR + j]` = pair `q0 + t` of row
+/// `n0 + j`; columns past `nb` and the high half of an odd `k`'s last pair are zero.
+fn pack_panel(
+    w: &[bf16],
+    w_offset: usize,
+    w_rs: usize,
+    k: usize,
+    (n0, nb): (usize, usize),
+    (q0, qn): (usize, usize),
+    bp: &mut [u32],
+) {
+    if nb < NR {
+        bp.fill(0);
+    }
+    // Whole 16-row x 16-pair blocks by an AVX-512 transpose (pairs entirely inside the row), the
+    // rest pair by pair.
+    let whole_pairs = (k / 2).min(q0 + qn).saturating_sub(q0);
+    let (jv, tv) = (nb / 16 * 16, whole_pairs / 16 * 16);
+    for j0 in (0..jv).step_by(16) {
+        let rows: [usize; 16] = std::array::from_fn(|j| w_offset + (n0 + j0 + j) * w_rs);
+        for t0 in (0..tv).step_by(16) {
+            // SAFETY: AVX-512 support was asserted by the caller; every row holds elements
+            // `2 * (q0 + t0)..2 * (q0 + t0 + 16) <= k` (in bounds by the caller's assert), and
+            // `bp` holds pairs `t0..t0 + 16` of columns `j0..j0 + 16` (`t0 + 16 <= qn`).
+            unsafe { x86::transpose16(w, rows, 2 * (q0 + t0), &mut bp[t0 * NR + j0..]) };
+        }
+    }
+    for j in 0..nb {
+        let row = &w[w_offset + (n0 + j) * w_rs..w_offset + (n0 + j) * w_rs + k];
+        let first = if j < jv { tv } else { 0 };
+        for t in first..qn {
+            let e = 2 * (q0 + t);
+            let hi = row.get(e + 1).map_or(0, |h| u32::from(h.to_bits()));
+            bp[t * NR + j] = u32::from(row[e].to_bits()) | (hi << 16);
         }
     }
 }
@@ -176,25 +316,69 @@ mod x86 {
         }
     }
 
-    /// `c[r][0..32] = sum_p A[r][p] · panel[p][0..32]` (pairs), `R` rows at once.
+    /// Prefetches the cache lines of `v` towards L2 (a hint: never faults, no effect on results).
+    pub(super) fn prefetch_l2(v: &[bf16]) {
+        for off in (0..v.len()).step_by(32) {
+            // SAFETY: prefetch is a hint that never faults; the address is inside `v`.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(v.as_ptr().add(off) as *const i8) };
+        }
+    }
+
+    /// [`kernel`] for `r` rows (1..=12).
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL and BF16; `a.len() >= R * kp`, `panel.len() >= kp * 32`,
-    /// `c.len() >= R * 32`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) unsafe fn kernel<const R: usize>(
+    /// As [`kernel`] with `R = r`.
+    pub(super) unsafe fn kernel_dispatch(
+        r: usize,
         a: &[u32],
         panel: &[u32],
-        kp: usize,
-        c: &mut [f32],
+        kc: usize,
+        c: *mut f32,
+        ldc: usize,
+        masks: (u16, u16),
     ) {
-        debug_assert!(a.len() >= R * kp && panel.len() >= kp * 32 && c.len() >= R * 32);
+        // SAFETY: forwarded contract.
+        unsafe {
+            match r {
+                12 => kernel::<12>(a, panel, kc, c, ldc, masks),
+                11 => kernel::<11>(a, panel, kc, c, ldc, masks),
+                10 => kernel::<10>(a, panel, kc, c, ldc, masks),
+                9 => kernel::<9>(a, panel, kc, c, ldc, masks),
+                8 => kernel::<8>(a, panel, kc, c, ldc, masks),
+                7 => kernel::<7>(a, panel, kc, c, ldc, masks),
+                6 => kernel::<6>(a, panel, kc, c, ldc, masks),
+                5 => kernel::<5>(a, panel, kc, c, ldc, masks),
+                4 => kernel::<4>(a, panel, kc, c, ldc, masks),
+                3 => kernel::<3>(a, panel, kc, c, ldc, masks),
+                2 => kernel::<2>(a, panel, kc, c, ldc, masks),
+                _ => kernel::<1>(a, panel, kc, c, ldc, masks),
+            }
+        }
+    }
+
+    /// `c[r * ldc + j] += sum_p A[p][r] · panel[p][j]` (pairs) for `R` rows and the 32 columns
+    /// `j` selected by `masks` (columns 0..16, 16..32).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL and BF16; `a.len() >= kc * R`, `panel.len() >= kc * 32`,
+    /// and `c + r * ldc + j` must be valid for reads and writes for `r < R` and every column `j`
+    /// set in `masks`, with no other thread accessing those elements.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn kernel<const R: usize>(
+        a: &[u32],
+        panel: &[u32],
+        kc: usize,
+        c: *mut f32,
+        ldc: usize,
+        (m0, m1): (u16, u16),
+    ) {
+        debug_assert!(a.len() >= R * kc && panel.len() >= kc * 32);
         let mut acc0 = [_mm512_setzero_ps(); R];
         let mut acc1 = [_mm512_setzero_ps(); R];
         let bp = panel.as_ptr();
         let ap = a.as_ptr();
-        for p in 0..kp {
-            // SAFETY: `p < kp`, so both loads are inside the panel and every A read inside `a`.
+        for p in 0..kc {
+            // SAFETY: `p < kc`, so both loads are inside the panel and every A read inside `a`.
             unsafe {
                 let b0: __m512bh =
                     std::mem::transmute(_mm512_loadu_si512(bp.add(p * 32) as *const _));
@@ -202,17 +386,23 @@ mod x86 {
                     std::mem::transmute(_mm512_loadu_si512(bp.add(p * 32 + 16) as *const _));
                 for r in 0..R {
                     let av: __m512bh =
-                        std::mem::transmute(_mm512_set1_epi32(*ap.add(r * kp + p) as i32));
+                        std::mem::transmute(_mm512_set1_epi32(*ap.add(p * R + r) as i32));
                     acc0[r] = _mm512_dpbf16_ps(acc0[r], av, b0);
                     acc1[r] = _mm512_dpbf16_ps(acc1[r], av, b1);
                 }
             }
         }
         for r in 0..R {
-            // SAFETY: `c` holds `R * 32` floats.
+            // SAFETY: the masked lanes are valid by the contract; masked-off lanes are not
+            // accessed.
             unsafe {
-                _mm512_storeu_ps(c.as_mut_ptr().add(r * 32), acc0[r]);
-                _mm512_storeu_ps(c.as_mut_ptr().add(r * 32 + 16), acc1[r]);
+                let row = c.add(r * ldc);
+                let v0 = _mm512_maskz_loadu_ps(m0, row);
+                _mm512_mask_storeu_ps(row, m0, _mm512_add_ps(v0, acc0[r]));
+                // Past the end of `out` when the panel has ≤ 16 columns (then `m1` is 0).
+                let hi = row.wrapping_add(16);
+                let v1 = _mm512_maskz_loadu_ps(m1, hi);
+                _mm512_mask_storeu_ps(hi, m1, _mm512_add_ps(v1, acc1[r]));
             }
         }
     }
