@@ -39,6 +39,7 @@ pub mod simd;
 mod storage;
 mod tensor;
 mod weights;
+mod writer;
 
 pub use cuda_stub::CudaDevice;
 pub use device::Device;
@@ -46,7 +47,8 @@ pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};
 pub use storage::CpuSlice;
 pub use tensor::Tensor;
-pub use weights::{write_safetensors, MappedPages, WeightStore};
+pub use weights::{MappedPages, WeightStore};
+pub use writer::{write_safetensors, write_safetensors_raw, RawTensor};
 
 /// Re-exported element types.
 pub use half::{bf16, f16};

@@ -7,19 +7,65 @@
 //! is `scale[o] * q[o, i]`. Activations stay f32 (or bf16, computed in f32): see
 //! [`ops::linear_int8`](crate::ops::linear_int8).
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::ops::linear_int8;
 use crate::tensor::{check_cpu, Tensor};
+use crate::weights::WeightStore;
+use crate::{DType, Device};
+
+/// The int8 values: owned, or a zero-copy view of a memory-mapped safetensors file.
+#[derive(Clone)]
+enum I8Data {
+    Owned(Arc<[i8]>),
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl I8Data {
+    fn as_slice(&self) -> &[i8] {
+        match self {
+            I8Data::Owned(v) => v,
+            I8Data::Mapped { map, start, len } => {
+                let bytes: &[u8] = &map[*start..*start + *len];
+                // SAFETY: i8 and u8 have the same size, alignment and validity (every bit pattern).
+                unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<i8>(), bytes.len()) }
+            }
+        }
+    }
+}
 
 /// A quantised `[out, in]` weight matrix: row-major int8 values and one f32 scale per output row.
-#[derive(Clone, Debug)]
+///
+/// Cloning is cheap (the values are shared).
+#[derive(Clone)]
 pub struct Int8Weight {
-    q: Vec<i8>,
-    scales: Vec<f32>,
+    q: I8Data,
+    scales: Arc<[f32]>,
     out_features: usize,
     in_features: usize,
+}
+
+/// Sizes only (the values may be gigabytes).
+impl std::fmt::Debug for Int8Weight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Int8Weight")
+            .field("dims", &self.dims())
+            .field("mapped", &matches!(self.q, I8Data::Mapped { .. }))
+            .finish()
+    }
+}
+
+/// The key of the per-row scales stored next to an int8 weight `key` in a quantised checkpoint
+/// (`"x.q_proj.weight"` -> `"x.q_proj.weight_scale"`).
+pub fn scale_key(key: &str) -> String {
+    format!("{key}_scale")
 }
 
 impl Int8Weight {
@@ -64,11 +110,54 @@ impl Int8Weight {
             });
         }
         Ok(Int8Weight {
-            q,
-            scales,
+            q: I8Data::Owned(q.into()),
+            scales: scales.into(),
             out_features: n,
             in_features: k,
         })
+    }
+
+    /// Reads a weight saved by a quantiser: `key` stored as `I8` `[out, in]` (a zero-copy view of
+    /// the map) and its scales at [`scale_key`]`(key)`, `F32` `[out]`.
+    ///
+    /// Errors on a missing key, a wrong shape or dtype, or a negative or non-finite scale. The
+    /// values are not scanned (that would fault in the whole matrix at load): a stored -128 is
+    /// outside the symmetric range the quantiser writes, but it computes the well-defined
+    /// `scale * -128`.
+    pub fn load(store: &WeightStore, key: &str, dims: [usize; 2]) -> Result<Int8Weight> {
+        let (map, start) = store.i8_view(key, &dims)?;
+        let scales = store
+            .get(&scale_key(key), &[dims[0]], DType::F32, &Device::Cpu)?
+            .to_vec_f32()?;
+        check_scales("Int8Weight::load", &scales)?;
+        if dims[0] == 0 || dims[1] == 0 {
+            return Err(Error::Empty {
+                op: "Int8Weight::load",
+                shape: dims.to_vec(),
+            });
+        }
+        Ok(Int8Weight {
+            q: I8Data::Mapped {
+                map,
+                start,
+                len: dims[0] * dims[1],
+            },
+            scales: scales.into(),
+            out_features: dims[0],
+            in_features: dims[1],
+        })
+    }
+
+    /// The values as little-endian bytes (for writing a quantised checkpoint).
+    pub fn q_bytes(&self) -> &[u8] {
+        let q = self.q();
+        // SAFETY: i8 and u8 have the same size, alignment and validity.
+        unsafe { std::slice::from_raw_parts(q.as_ptr().cast::<u8>(), q.len()) }
+    }
+
+    /// The scales as little-endian f32 bytes (for writing a quantised checkpoint).
+    pub fn scale_bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.scales)
     }
 
     /// A weight from already-quantised parts (e.g. read from a saved quantised file): `q` is
@@ -98,12 +187,10 @@ impl Int8Weight {
         if q.contains(&i8::MIN) {
             return bad("value -128 is outside the symmetric range [-127, 127]".into());
         }
-        if let Some(s) = scales.iter().find(|s| !s.is_finite() || **s < 0.0) {
-            return bad(format!("invalid scale {s}"));
-        }
+        check_scales(OP, &scales)?;
         Ok(Int8Weight {
-            q,
-            scales,
+            q: I8Data::Owned(q.into()),
+            scales: scales.into(),
             out_features,
             in_features,
         })
@@ -116,7 +203,7 @@ impl Int8Weight {
 
     /// Row-major `[out, in]` int8 values.
     pub fn q(&self) -> &[i8] {
-        &self.q
+        self.q.as_slice()
     }
 
     /// One scale per output row.
@@ -126,15 +213,16 @@ impl Int8Weight {
 
     /// Bytes of weight data (int8 values plus scales).
     pub fn size_in_bytes(&self) -> usize {
-        self.q.len() + 4 * self.scales.len()
+        self.out_features * self.in_features + 4 * self.scales.len()
     }
 
     /// The dequantised weight `scale[o] * q[o, i]` as an f32 tensor `[out, in]`.
     pub fn dequantize(&self) -> Result<Tensor> {
         let k = self.in_features;
-        let mut out = vec![0f32; self.q.len()];
+        let q = self.q();
+        let mut out = vec![0f32; q.len()];
         out.par_chunks_mut(k)
-            .zip(self.q.par_chunks(k))
+            .zip(q.par_chunks(k))
             .zip(self.scales.par_iter())
             .for_each(|((o, q), &s)| {
                 o.iter_mut()
@@ -145,15 +233,62 @@ impl Int8Weight {
     }
 }
 
-/// Quantise one row; false if it holds a non-finite value.
-fn quantize_row(w: &[f32], q: &mut [i8], scale: &mut f32) -> bool {
-    let mut max = 0f32;
-    for &v in w {
-        if !v.is_finite() {
-            return false;
-        }
-        max = max.max(v.abs());
+/// Scales must be finite and non-negative.
+fn check_scales(op: &'static str, scales: &[f32]) -> Result<()> {
+    match scales.iter().find(|s| !s.is_finite() || **s < 0.0) {
+        Some(s) => Err(Error::InvalidArgument {
+            op,
+            msg: format!("invalid scale {s}"),
+        }),
+        None => Ok(()),
     }
+}
+
+/// Quantise one row; false if it holds a non-finite value. The same arithmetic on every path:
+/// compiled for AVX-512 / AVX2 the loop vectorises (and rounds with `vroundpd` instead of a libm
+/// call), which is what makes load-time quantisation of the full model take seconds, not minutes.
+fn quantize_row(w: &[f32], q: &mut [i8], scale: &mut f32) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::simd::Isa;
+        match Isa::current() {
+            // SAFETY: the level is supported (`Isa::current` only returns supported levels).
+            Isa::Avx512 | Isa::Avx512Bf16 => return unsafe { quantize_row_avx512(w, q, scale) },
+            // SAFETY: as above.
+            Isa::Avx2 => return unsafe { quantize_row_avx2(w, q, scale) },
+            Isa::Scalar => {}
+        }
+    }
+    quantize_row_impl(w, q, scale)
+}
+
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn quantize_row_avx512(w: &[f32], q: &mut [i8], scale: &mut f32) -> bool {
+    quantize_row_impl(w, q, scale)
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_row_avx2(w: &[f32], q: &mut [i8], scale: &mut f32) -> bool {
+    quantize_row_impl(w, q, scale)
+}
+
+#[inline(always)]
+fn quantize_row_impl(w: &[f32], q: &mut [i8], scale: &mut f32) -> bool {
+    // One integer pass (it vectorises): the bits of |v| order like the values for every
+    // non-negative float, and inf/NaN are exactly the bit patterns >= the bits of +inf.
+    let bits = w
+        .iter()
+        .fold(0u32, |m, &v| m.max(v.to_bits() & 0x7fff_ffff));
+    if bits >= f32::INFINITY.to_bits() {
+        return false;
+    }
+    let max = f32::from_bits(bits);
     let s = max / 127.0;
     *scale = s;
     if s == 0.0 {
@@ -162,7 +297,10 @@ fn quantize_row(w: &[f32], q: &mut [i8], scale: &mut f32) -> bool {
     }
     let s = f64::from(s);
     for (q, &v) in q.iter_mut().zip(w) {
-        *q = (f64::from(v) / s).round_ties_even().clamp(-127.0, 127.0) as i8;
+        let r = (f64::from(v) / s).round_ties_even().clamp(-127.0, 127.0);
+        // SAFETY: `v` is finite and `s` is finite and positive, so `r` is a finite integer in
+        // [-127, 127] (the unchecked cast skips the NaN/overflow handling that stops vectorising).
+        *q = unsafe { r.to_int_unchecked::<i32>() } as i8;
     }
     true
 }

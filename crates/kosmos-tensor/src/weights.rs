@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::simd::Isa;
 use crate::storage::{MappedRegion, Storage};
 use crate::tensor::{check_cpu, Tensor};
+use crate::writer::RawTensor;
 
 /// Largest header accepted (the safetensors format itself caps it at 100 MB).
 const MAX_HEADER: u64 = 100_000_000;
@@ -60,6 +61,8 @@ struct Entry {
     start: usize,
     /// Number of elements.
     len: usize,
+    /// Bytes per element.
+    elem: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +190,7 @@ fn parse_file(path: &Path) -> Result<(Arc<memmap2::Mmap>, BTreeMap<String, Entry
                 shape: info.shape,
                 start: data_start + begin,
                 len: count,
+                elem,
             },
         );
     }
@@ -303,12 +307,10 @@ impl WeightStore {
             .entries
             .iter()
             .filter(|(name, _)| name.starts_with(prefix))
-            .filter_map(|(_, e)| {
-                let size = match &e.stored {
-                    Stored::Float(d) => d.size_in_bytes(),
-                    Stored::Other(_) => return None,
-                };
-                Some((e.file, e.start, e.start + e.len * size))
+            .filter_map(|(_, e)| match &e.stored {
+                Stored::Float(_) => Some((e.file, e.start, e.start + e.len * e.elem)),
+                Stored::Other(s) if s == "I8" => Some((e.file, e.start, e.start + e.len)),
+                Stored::Other(_) => None,
             })
             .collect();
         ranges.sort_unstable();
@@ -404,6 +406,52 @@ impl WeightStore {
             DType::F16 => Storage::F16(convert_bytes(bytes, stored)),
         };
         Ok(Tensor::from_storage(storage, shape, device))
+    }
+
+    /// The safetensors dtype name `name` is stored as (`"F32"`, `"BF16"`, `"I8"`, ...).
+    pub fn stored_dtype_name(&self, name: &str) -> Result<&str> {
+        Ok(match &self.entry(name)?.stored {
+            Stored::Float(d) => d.safetensors_name(),
+            Stored::Other(s) => s.as_str(),
+        })
+    }
+
+    /// The stored bytes, dtype name and shape of `name`, whatever its dtype (for tools that rewrite
+    /// checkpoints, such as int8 quantisation). The bytes are a view of the map.
+    pub fn raw(&self, name: &str) -> Result<RawTensor<'_>> {
+        let e = self.entry(name)?;
+        let mmap = &self.files[e.file];
+        Ok(RawTensor {
+            dtype: self.stored_dtype_name(name)?,
+            shape: &e.shape,
+            data: &mmap[e.start..e.start + e.len * e.elem],
+        })
+    }
+
+    /// `name` stored as `I8` with exactly `shape`: its map and the byte offset of its data.
+    pub(crate) fn i8_view(
+        &self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<(Arc<memmap2::Mmap>, usize)> {
+        let e = self.entry(name)?;
+        if e.shape != shape {
+            return Err(Error::WrongShape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: e.shape.clone(),
+            });
+        }
+        match &e.stored {
+            Stored::Other(s) if s == "I8" => Ok((self.files[e.file].clone(), e.start)),
+            other => Err(Error::UnsupportedDType {
+                name: name.to_string(),
+                dtype: match other {
+                    Stored::Float(d) => format!("{} (expected I8)", d.safetensors_name()),
+                    Stored::Other(s) => format!("{s} (expected I8)"),
+                },
+            }),
+        }
     }
 
     /// Load `name` in its stored dtype (no conversion), checking the shape.
@@ -584,57 +632,4 @@ fn convert_bytes<T: WithDType>(bytes: &[u8], stored: DType) -> Vec<T> {
         }
     });
     out
-}
-
-/// Write tensors to a safetensors file (for tests, fixtures and tools). Names must be unique.
-pub fn write_safetensors(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
-    let mut header = serde_json::Map::new();
-    let mut data: Vec<u8> = Vec::new();
-    for (name, t) in tensors {
-        let t = t.contiguous()?;
-        let begin = data.len();
-        match t.contiguous_slice() {
-            Some(crate::storage::CpuSlice::F32(s)) => {
-                s.iter().for_each(|v| data.extend(v.to_le_bytes()))
-            }
-            Some(crate::storage::CpuSlice::BF16(s)) => {
-                s.iter().for_each(|v| data.extend(v.to_le_bytes()))
-            }
-            Some(crate::storage::CpuSlice::F16(s)) => {
-                s.iter().for_each(|v| data.extend(v.to_le_bytes()))
-            }
-            None => {
-                return Err(Error::InvalidArgument {
-                    op: "write_safetensors",
-                    msg: format!("tensor {name:?} is not contiguous"),
-                })
-            }
-        }
-        let prev = header.insert(
-            name.to_string(),
-            serde_json::json!({
-                "dtype": t.dtype().safetensors_name(),
-                "shape": t.dims(),
-                "data_offsets": [begin, data.len()],
-            }),
-        );
-        if prev.is_some() {
-            return Err(Error::InvalidArgument {
-                op: "write_safetensors",
-                msg: format!("duplicate tensor name {name:?}"),
-            });
-        }
-    }
-    let mut json = serde_json::to_vec(&header).map_err(|e| Error::InvalidArgument {
-        op: "write_safetensors",
-        msg: e.to_string(),
-    })?;
-    while (json.len() + 8) % 8 != 0 {
-        json.push(b' ');
-    }
-    let mut out = Vec::with_capacity(8 + json.len() + data.len());
-    out.extend((json.len() as u64).to_le_bytes());
-    out.extend(json);
-    out.extend(data);
-    std::fs::write(path, out).map_err(|e| io_err(path, e))
 }

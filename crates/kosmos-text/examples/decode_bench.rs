@@ -85,11 +85,7 @@ fn main() -> Res<()> {
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
     let cfg: Kosmos2TextConfig = serde_json::from_value(json["text_config"].clone())?;
     let store = WeightStore::open(&dir.join("model.safetensors"))?;
-    let src = StoreWeights {
-        store: &store,
-        dtype: DType::F32,
-        device: &Device::Cpu,
-    };
+    let src = StoreWeights::new(&store, DType::F32, &Device::Cpu);
     let lm = TextForCausalLM::load(&cfg, &src, &TextNames::kosmos2())?;
     let paths = [Path::General, Path::Forward, Path::Scratch];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];

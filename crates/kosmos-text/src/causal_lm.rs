@@ -1,6 +1,8 @@
 //! The decoder plus its LM head and loss; mirrors HF `Kosmos2TextForCausalLM`.
 
-use kosmos_tensor::{ops, Tensor};
+use kosmos_tensor::nn::Linear;
+use kosmos_tensor::quant::Int8Weight;
+use kosmos_tensor::Tensor;
 
 use crate::cache::KvCache;
 use crate::config::Kosmos2TextConfig;
@@ -42,9 +44,37 @@ pub struct CausalLmOutput {
 pub struct TextForCausalLM {
     /// The decoder.
     pub model: TextTransformer,
-    /// `lm_head.weight`, `[vocab_size, embed_dim]`.
-    pub lm_head: Tensor,
+    /// `lm_head` (no bias), weight `[vocab_size, embed_dim]`: dense, or int8 when quantised.
+    pub lm_head: Linear,
     tied: bool,
+}
+
+/// Loads `lm_head` (no bias): `<root>lm_head.weight` when the source has it (int8 when stored so),
+/// otherwise `embed_tokens`, shared without a copy, or quantised to an int8 copy when the source
+/// quantises ([`WeightSource::quantizes_int8`]). Returns the head and whether it is `embed_tokens`
+/// itself.
+pub fn load_lm_head(
+    cfg: &Kosmos2TextConfig,
+    src: &dyn WeightSource,
+    names: &TextNames,
+    embed_tokens: &Tensor,
+) -> Result<(Linear, bool)> {
+    let dims = [cfg.vocab_size, cfg.embed_dim];
+    let key = names.lm_head();
+    if src.contains(&key) {
+        let head = match src.int8(&key, dims)? {
+            Some(q) => Linear::from_int8(q, None)?,
+            None => Linear::new(src.tensor(&key, &dims)?, None),
+        };
+        return Ok((head, false));
+    }
+    if src.quantizes_int8() {
+        return Ok((
+            Linear::from_int8(Int8Weight::quantize(embed_tokens)?, None)?,
+            false,
+        ));
+    }
+    Ok((Linear::new(embed_tokens.clone(), None), true))
 }
 
 impl TextForCausalLM {
@@ -56,14 +86,7 @@ impl TextForCausalLM {
         names: &TextNames,
     ) -> Result<Self> {
         let model = TextTransformer::load(cfg, src, names)?;
-        let (lm_head, tied) = if src.contains(&names.lm_head()) {
-            (
-                src.tensor(&names.lm_head(), &[cfg.vocab_size, cfg.embed_dim])?,
-                false,
-            )
-        } else {
-            (model.embed_tokens.clone(), true)
-        };
+        let (lm_head, tied) = load_lm_head(cfg, src, names, &model.embed_tokens)?;
         Ok(Self {
             model,
             lm_head,
@@ -81,11 +104,11 @@ impl TextForCausalLM {
             ))),
             Some(w) => Ok(Self {
                 model,
-                lm_head: w,
+                lm_head: Linear::new(w, None),
                 tied: false,
             }),
             None => Ok(Self {
-                lm_head: model.embed_tokens.clone(),
+                lm_head: Linear::new(model.embed_tokens.clone(), None),
                 model,
                 tied: true,
             }),
@@ -140,7 +163,7 @@ impl TextForCausalLM {
 }
 
 /// `hidden · lm_headᵀ` (no bias) for the positions `mode` selects; `hidden` is `[batch, seq_len, embed_dim]`.
-pub fn lm_logits(hidden: &Tensor, lm_head: &Tensor, mode: LogitsMode) -> Result<Option<Tensor>> {
+pub fn lm_logits(hidden: &Tensor, lm_head: &Linear, mode: LogitsMode) -> Result<Option<Tensor>> {
     let h = match mode {
         LogitsMode::None => return Ok(None),
         LogitsMode::All => hidden.clone(),
@@ -149,20 +172,20 @@ pub fn lm_logits(hidden: &Tensor, lm_head: &Tensor, mode: LogitsMode) -> Result<
             hidden.narrow(1, t - 1, 1)?
         }
     };
-    Ok(Some(ops::linear(&h, lm_head, None)?))
+    Ok(Some(lm_head.forward(&h)?))
 }
 
 /// The mean LM loss of `labels` given the final hidden states; reuses `logits` when they cover
 /// every position, computes them otherwise.
 pub fn lm_loss_from_hidden(
     hidden: &Tensor,
-    lm_head: &Tensor,
+    lm_head: &Linear,
     logits: Option<&Tensor>,
     labels: &[i64],
 ) -> Result<f32> {
     let all = match logits {
         Some(l) if l.dims()[..2] == hidden.dims()[..2] => l.clone(),
-        _ => ops::linear(hidden, lm_head, None)?,
+        _ => lm_head.forward(hidden)?,
     };
     Ok(lm_loss(&all, labels)?.mean)
 }

@@ -2,8 +2,9 @@
 //! (HF `Kosmos2TextTransformer.forward` with `seq_len = 1` and a cache), every intermediate in a
 //! reused [`DecodeScratch`], keys and values written in place into the preallocated [`KvCache`].
 
+use kosmos_tensor::nn::Linear;
 use kosmos_tensor::ops::{self, DecodeAttention};
-use kosmos_tensor::{Device, Tensor};
+use kosmos_tensor::Device;
 
 use crate::attention::TextAttention;
 use crate::block::TextBlock;
@@ -278,7 +279,7 @@ impl TextTransformer {
         &self,
         step: &DecodeStep<'_>,
         cache: &mut KvCache,
-        lm_head: Option<&Tensor>,
+        lm_head: Option<&Linear>,
         scratch: &mut DecodeScratch,
     ) -> Result<()> {
         let cfg = self.config();
@@ -299,13 +300,13 @@ impl TextTransformer {
                 msg: "needs the stock blocks on the CPU (a block was replaced); use forward".into(),
             });
         }
-        let vocab = match lm_head.map(|w| (w, w.dims())) {
-            Some((_, &[v, width])) if width == d && v > 0 => v,
-            Some((w, _)) => {
+        let vocab = match lm_head.map(Linear::dims) {
+            Some([v, width]) if width == d && v > 0 => v,
+            Some(dims) => {
                 return Err(Error::InputShape {
                     what: "lm_head",
                     expected: format!("[vocab, {d}]"),
-                    found: format!("{:?}", w.dims()),
+                    found: format!("{dims:?}"),
                 })
             }
             None => 0,
@@ -420,8 +421,8 @@ impl TextTransformer {
         }
         self.layer_norm.forward_into(&s.h, &mut s.hidden)?;
         cache.advance(1, &s.real)?;
-        if let Some(w) = lm_head {
-            ops::linear_into(&s.hidden, w, None, &mut s.logits)?;
+        if let Some(head) = lm_head {
+            head.forward_into(&s.hidden, &mut s.logits)?;
         }
         Ok(())
     }

@@ -31,7 +31,9 @@ pub use block::{
     BlockInput, BlockOutput, DecoderAttention, DecoderBlock, DecoderFfn, Identity, TextBlock,
 };
 pub use cache::{KvCache, LayerCache, LayerKv};
-pub use causal_lm::{lm_logits, lm_loss_from_hidden, CausalLmOutput, LogitsMode, TextForCausalLM};
+pub use causal_lm::{
+    lm_logits, lm_loss_from_hidden, load_lm_head, CausalLmOutput, LogitsMode, TextForCausalLM,
+};
 pub use config::{Kosmos2TextConfig, TextActivation, TokenIds};
 pub use decode::{DecodeScratch, DecodeStep};
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use kosmos_tensor::quant::Int8Weight;
 use kosmos_tensor::{DType, Device, Tensor, WeightStore};
 
 use crate::config::Kosmos2TextConfig;
@@ -19,6 +20,17 @@ pub trait WeightSource {
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
     /// Whether `name` is present.
     fn contains(&self, name: &str) -> bool;
+    /// The linear weight `name` (`[out, in]`) as int8, when this source stores it quantised or
+    /// quantises on load ([`WeightSource::quantizes_int8`]); `None` loads it as a float tensor.
+    fn int8(&self, name: &str, dims: [usize; 2]) -> Result<Option<Int8Weight>> {
+        let _ = (name, dims);
+        Ok(None)
+    }
+    /// Whether float linear weights are quantised to int8 on load (then a tied `lm_head` gets an
+    /// int8 copy of `embed_tokens`).
+    fn quantizes_int8(&self) -> bool {
+        false
+    }
 }
 
 /// A [`WeightStore`] read at one dtype onto one device.
@@ -30,6 +42,27 @@ pub struct StoreWeights<'a> {
     pub dtype: DType,
     /// Where the tensors live.
     pub device: &'a Device,
+    /// Quantise the float linear weights (and the LM head) to int8 on load. Weights the file
+    /// already stores as int8 ([`Int8Weight::load`]) load as int8 either way.
+    pub quantize_int8: bool,
+}
+
+impl<'a> StoreWeights<'a> {
+    /// Reads `store` at `dtype` onto `device`, no quantisation.
+    pub fn new(store: &'a WeightStore, dtype: DType, device: &'a Device) -> Self {
+        Self {
+            store,
+            dtype,
+            device,
+            quantize_int8: false,
+        }
+    }
+
+    /// Also quantise the float linear weights to int8 on load.
+    pub fn with_int8(mut self) -> Self {
+        self.quantize_int8 = true;
+        self
+    }
 }
 
 impl WeightSource for StoreWeights<'_> {
@@ -39,6 +72,25 @@ impl WeightSource for StoreWeights<'_> {
 
     fn contains(&self, name: &str) -> bool {
         self.store.contains(name)
+    }
+
+    fn int8(&self, name: &str, dims: [usize; 2]) -> Result<Option<Int8Weight>> {
+        if self.store.stored_dtype_name(name)? == "I8" {
+            return Ok(Some(Int8Weight::load(self.store, name, dims)?));
+        }
+        if !self.quantize_int8 {
+            return Ok(None);
+        }
+        let w = self.store.get(name, &dims, DType::F32, &Device::Cpu)?;
+        let q = Int8Weight::quantize(&w)?;
+        drop(w);
+        // The float source pages are not needed any more (a zero-copy view re-faults on use).
+        self.store.mapped_pages(name).release();
+        Ok(Some(q))
+    }
+
+    fn quantizes_int8(&self) -> bool {
+        self.quantize_int8
     }
 }
 
@@ -234,6 +286,30 @@ impl TextNames {
         }
         keys
     }
+
+    /// The weights int8 quantisation covers, with their `[out, in]` shapes: the six linear layers
+    /// of every block (q/k/v/out projections, fc1, fc2), then `lm_head`. In a quantised checkpoint
+    /// each is stored as `I8` with its per-row scales at
+    /// [`scale_key`](kosmos_tensor::quant::scale_key)`(key)`.
+    pub fn int8_linear_keys(&self, cfg: &Kosmos2TextConfig) -> Vec<(String, [usize; 2])> {
+        let (d, f) = (cfg.embed_dim, cfg.ffn_dim);
+        let mut keys = Vec::with_capacity(6 * cfg.layers + 1);
+        for i in 0..cfg.layers {
+            let b = self.block(i);
+            for (n, dims) in [
+                (&b.self_attn.q_proj, [d, d]),
+                (&b.self_attn.k_proj, [d, d]),
+                (&b.self_attn.v_proj, [d, d]),
+                (&b.self_attn.out_proj, [d, d]),
+                (&b.ffn.fc1, [f, d]),
+                (&b.ffn.fc2, [d, f]),
+            ] {
+                keys.push((n.weight.clone(), dims));
+            }
+        }
+        keys.push((self.lm_head(), [cfg.vocab_size, d]));
+        keys
+    }
 }
 
 /// Reads a linear layer's weight `[out, in]` and bias `[out]`.
@@ -243,8 +319,11 @@ pub(crate) fn load_linear(
     out: usize,
     inp: usize,
 ) -> Result<kosmos_tensor::nn::Linear> {
-    let w = src.tensor(&names.weight, &[out, inp])?;
     let b = src.tensor(&names.bias, &[out])?;
+    if let Some(q) = src.int8(&names.weight, [out, inp])? {
+        return Ok(kosmos_tensor::nn::Linear::from_int8(q, Some(b))?);
+    }
+    let w = src.tensor(&names.weight, &[out, inp])?;
     Ok(kosmos_tensor::nn::Linear::new(w, Some(b)))
 }
 
@@ -332,6 +411,37 @@ mod tests {
             assert_eq!(layer_keys, 480);
             assert_eq!(got.len(), if with_head { 484 } else { 483 });
         }
+    }
+
+    #[test]
+    fn int8_keys_are_the_six_linears_of_every_block_and_the_head() {
+        let cfg = Kosmos2TextConfig::default();
+        let names = TextNames::kosmos2();
+        let keys = names.int8_linear_keys(&cfg);
+        assert_eq!(keys.len(), 24 * 6 + 1);
+        let all: HashMap<String, Vec<usize>> = names.all_keys(&cfg, true).into_iter().collect();
+        for (k, dims) in &keys {
+            assert_eq!(all.get(k).map(Vec::as_slice), Some(&dims[..]), "{k}");
+        }
+        let per_layer: BTreeSet<&str> = keys
+            .iter()
+            .filter_map(|(k, _)| k.strip_prefix("text_model.model.layers.7."))
+            .collect();
+        let want: BTreeSet<&str> = LAYER_SUFFIXES
+            .iter()
+            .copied()
+            .filter(|s| s.ends_with(".weight") && (s.contains("proj") || s.contains(".fc")))
+            .collect();
+        assert_eq!(per_layer, want);
+        assert_eq!(
+            keys.last().map(|k| k.0.as_str()),
+            Some("text_model.lm_head.weight")
+        );
+        let int8_params: usize = keys.iter().map(|(_, [o, i])| o * i).sum();
+        assert_eq!(
+            int8_params,
+            24 * (4 * 2048 * 2048 + 2 * 2048 * 8192) + 65037 * 2048
+        );
     }
 
     #[test]

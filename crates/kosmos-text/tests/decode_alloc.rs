@@ -194,11 +194,7 @@ fn greedy_decode_steps_allocate_nothing() {
 fn tiny_scenarios() {
     let dir = model_dir(&common::fixtures_dir(), "tiny");
     let (cfg, store) = text_fixture(&dir);
-    let src = StoreWeights {
-        store: &store,
-        dtype: DType::F32,
-        device: &Device::Cpu,
-    };
+    let src = StoreWeights::new(&store, DType::F32, &Device::Cpu);
     let tiny = TextForCausalLM::load(&cfg, &src, &TextNames::kosmos2()).unwrap();
     let fx = Fixture::open(&dir.join("reference.safetensors"));
     let s = fx.shape("input_ids");

@@ -20,11 +20,7 @@ const STEPS: usize = 6;
 fn load(name: &str) -> (TextForCausalLM, std::path::PathBuf) {
     let dir = model_dir(&common::fixtures_dir(), name);
     let (cfg, store) = text_fixture(&dir);
-    let src = StoreWeights {
-        store: &store,
-        dtype: DType::F32,
-        device: &Device::Cpu,
-    };
+    let src = StoreWeights::new(&store, DType::F32, &Device::Cpu);
     let lm = TextForCausalLM::load(&cfg, &src, &TextNames::kosmos2()).unwrap();
     (lm, dir)
 }
@@ -247,7 +243,10 @@ fn decode_step_rejects_bad_inputs() {
         )
         .is_err());
     assert_eq!(cache.seq_lens(), &[0, 0]);
-    let bad_head = Tensor::zeros(&[4, 3], DType::F32, &Device::Cpu).unwrap();
+    let bad_head = kosmos_tensor::nn::Linear::new(
+        Tensor::zeros(&[4, 3], DType::F32, &Device::Cpu).unwrap(),
+        None,
+    );
     assert!(lm
         .model
         .decode_step(&step(&[5, 6]), &mut cache, Some(&bad_head), &mut scratch)

@@ -27,11 +27,7 @@ struct Setup {
 fn setup(name: &str, file: &str) -> Setup {
     let dir = model_dir(&common::fixtures_dir(), name);
     let (cfg, store) = text_fixture(&dir);
-    let src = StoreWeights {
-        store: &store,
-        dtype: DType::F32,
-        device: &Device::Cpu,
-    };
+    let src = StoreWeights::new(&store, DType::F32, &Device::Cpu);
     let lm = TextForCausalLM::load(&cfg, &src, &TextNames::kosmos2()).unwrap();
     let fx = Fixture::open(&dir.join(file));
     let s = fx.shape("input_ids");
@@ -47,11 +43,7 @@ fn setup(name: &str, file: &str) -> Setup {
 
 impl Setup {
     fn src(&self) -> StoreWeights<'_> {
-        StoreWeights {
-            store: &self.store,
-            dtype: DType::F32,
-            device: &Device::Cpu,
-        }
+        StoreWeights::new(&self.store, DType::F32, &Device::Cpu)
     }
 
     /// The embedding HF feeds block 0 (`text.hidden_states.0`), computed by `TextTransformer::embed`.

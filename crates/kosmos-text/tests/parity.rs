@@ -16,11 +16,7 @@ use support::{model_dir, rel_err, text_fixture, Fixture, MODELS, TOL};
 pub fn load_text(name: &str) -> (TextForCausalLM, std::path::PathBuf) {
     let dir = model_dir(&common::fixtures_dir(), name);
     let (cfg, store) = text_fixture(&dir);
-    let src = StoreWeights {
-        store: &store,
-        dtype: DType::F32,
-        device: &Device::Cpu,
-    };
+    let src = StoreWeights::new(&store, DType::F32, &Device::Cpu);
     (
         TextForCausalLM::load(&cfg, &src, &TextNames::kosmos2()).unwrap(),
         dir,

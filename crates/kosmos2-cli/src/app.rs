@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use kosmos2::generation::GenerationConfig;
 use kosmos2::task::CaptionStyle;
-use kosmos2::{DType, Device};
+use kosmos2::{Device, Precision};
 use serde_json::Value;
 
 use crate::bboxes::parse_box_arg;
@@ -89,6 +89,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             prompt,
             run,
         } => run_task(TaskSpec::Raw(prompt), &images, run),
+        Command::Quantize { model, output } => quantize(&model, &output),
         Command::Serve(args) => {
             crate::serve::run(&args)?;
             Ok(ExitCode::SUCCESS)
@@ -177,12 +178,32 @@ pub fn device(arg: DeviceArg) -> Result<Device> {
 }
 
 /// The precision.
-pub fn dtype(arg: DTypeArg) -> DType {
+pub fn dtype(arg: DTypeArg) -> Precision {
     match arg {
-        DTypeArg::F32 => DType::F32,
-        DTypeArg::Bf16 => DType::BF16,
-        DTypeArg::F16 => DType::F16,
+        DTypeArg::F32 => Precision::F32,
+        DTypeArg::Bf16 => Precision::BF16,
+        DTypeArg::F16 => Precision::F16,
+        DTypeArg::Int8 => Precision::Int8,
     }
+}
+
+/// `kosmos2 quantize`: one summary line on stderr, the output folder on stdout.
+fn quantize(model: &str, output: &Path) -> Result<ExitCode> {
+    let src = resolve(Some(model), Needs::Model)?;
+    check_model_dir(&src)?;
+    let start = Instant::now();
+    let report = kosmos2::quantize_checkpoint(&src, output)
+        .with_context(|| format!("cannot quantise {}", src.display()))?;
+    eprintln!(
+        "quantised {} weights ({:.2} G parameters) to int8 in {:.1} s: {} ({:.2} GB)",
+        report.int8_tensors,
+        report.int8_params as f64 / 1e9,
+        start.elapsed().as_secs_f64(),
+        report.weights.display(),
+        report.file_bytes as f64 / 1e9
+    );
+    println!("{}", output.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_task(spec: TaskSpec, images: &[String], args: RunArgs) -> Result<ExitCode> {

@@ -80,6 +80,17 @@ pub enum Command {
     /// Serve the model over HTTP: OpenAI-compatible chat completions with images, a grounding
     /// endpoint, streaming, metrics.
     Serve(Box<crate::serve::ServeArgs>),
+    /// Write an int8 copy of a model: the text decoder's linear layers and the LM head in int8
+    /// (per-output-channel symmetric, f32 scales), everything else as is; the tokenizer and
+    /// processor files are copied, so OUT_DIR is a complete model folder (load it with --model).
+    Quantize {
+        /// The source model: a folder or a hub id ORG/NAME[@REVISION].
+        #[arg(long, value_name = "DIR|HF_ID", env = "KOSMOS2_MODEL", default_value = crate::hub_cache::DEFAULT_MODEL_ID)]
+        model: String,
+        /// The folder to write (created if needed; must not be the source).
+        #[arg(long, short = 'o', value_name = "OUT_DIR")]
+        output: PathBuf,
+    },
     /// Debug: the processor's output for a text (and image) as one JSON object.
     Process {
         /// The model (only its tokenizer and preprocessor files are used): a folder with
@@ -138,6 +149,9 @@ pub enum DTypeArg {
     Bf16,
     /// float16.
     F16,
+    /// int8 text decoder and LM head (weight-only, per output channel), the rest in f32:
+    /// quantised at load, or read from a `kosmos2 quantize` output.
+    Int8,
 }
 
 /// Options shared by every task subcommand.

@@ -8,7 +8,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use kosmos2::generation::{FinishReason, GenerationConfig, PromptBatch};
 use kosmos2::{
-    prompts_from_processor, DType, Device, ImageSession, Kosmos2ForConditionalGeneration, Tensor,
+    prompts_from_processor, Device, ImageSession, Kosmos2ForConditionalGeneration, Precision,
+    Tensor,
 };
 use kosmos_processor::ProcessorOutput;
 
@@ -23,9 +24,14 @@ pub struct ModelEngine {
 }
 
 impl ModelEngine {
-    /// Loads `dir` (config.json and the safetensors weights) on `device` in `dtype`.
-    pub fn load(dir: &Path, device: &Device, dtype: DType, gen: GenerationConfig) -> Result<Self> {
-        let model = Kosmos2ForConditionalGeneration::load(dir, device, dtype)
+    /// Loads `dir` (config.json and the safetensors weights) on `device` at `precision`.
+    pub fn load(
+        dir: &Path,
+        device: &Device,
+        precision: Precision,
+        gen: GenerationConfig,
+    ) -> Result<Self> {
+        let model = Kosmos2ForConditionalGeneration::load(dir, device, precision)
             .with_context(|| format!("cannot load the model from {}", dir.display()))?;
         Ok(Self {
             model,

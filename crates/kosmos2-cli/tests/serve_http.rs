@@ -29,7 +29,7 @@ impl Env {
             model_dir: self.model.clone(),
             processor_dir: self.processor.clone(),
             device: kosmos2::Device::Cpu,
-            dtype: kosmos2::DType::F32,
+            dtype: kosmos2::Precision::F32,
             // The CLI's defaults.
             gen: GenerationConfig {
                 max_new_tokens: 16,

@@ -28,7 +28,7 @@ impl Env {
             model_dir: self.model.clone(),
             processor_dir: self.processor.clone(),
             device: kosmos2::Device::Cpu,
-            dtype: kosmos2::DType::F32,
+            dtype: kosmos2::Precision::F32,
             gen: GenerationConfig {
                 no_repeat_ngram_size: 3,
                 ..base

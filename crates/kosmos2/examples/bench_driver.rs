@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! bench_driver parity    --model DIR --reference DIR --dtype f32|bf16|f16 [--assets DIR]
-//! bench_driver bench     --model DIR --processor DIR --image FILE --prompt TEXT --dtype f32|bf16|f16
+//! bench_driver bench     --model DIR --processor DIR --image FILE --prompt TEXT --dtype f32|bf16|f16|int8
 //!                        [--tokens 64] [--warmup-tokens 4]
-//! bench_driver load      --model DIR --dtype f32|bf16|f16
+//! bench_driver load      --model DIR --dtype f32|bf16|f16|int8
+//! bench_driver agree     --model DIR --processor DIR --image FILE --prompt TEXT [--tokens 64]
+//!                        [--quantized DIR]   (int8 vs f32 top-1 agreement over a greedy run)
 //! bench_driver bandwidth [--gb 2] [--threads 2] [--reps 5]
 //! bench_driver floor     --model DIR
 //! ```
@@ -21,8 +23,8 @@ use std::time::Instant;
 
 use kosmos2::tensor::{ops, WeightStore};
 use kosmos2::{
-    DType, Device, Kosmos2Batch, Kosmos2Config, Kosmos2ForConditionalGeneration,
-    Kosmos2ForwardOptions, Kosmos2Inputs, LmOptions, LogitsMode, Tensor, TextInputs,
+    greedy_agreement, DType, Device, Kosmos2Batch, Kosmos2Config, Kosmos2ForConditionalGeneration,
+    Kosmos2ForwardOptions, Kosmos2Inputs, LmOptions, LogitsMode, Precision, Tensor, TextInputs,
 };
 use kosmos_processor::{Kosmos2Processor, ProcessOptions, ProcessorInput};
 use serde_json::Value;
@@ -39,13 +41,16 @@ fn main() {
 fn run() -> Res<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some((mode, rest)) = argv.split_first() else {
-        return Err("usage: bench_driver parity|bench|load|bandwidth|floor --key value ...".into());
+        return Err(
+            "usage: bench_driver parity|bench|load|agree|bandwidth|floor --key value ...".into(),
+        );
     };
     let args = Args::parse(rest)?;
     match mode.as_str() {
         "parity" => parity(&args),
         "bench" => bench(&args),
         "load" => load(&args),
+        "agree" => agree(&args),
         "bandwidth" => bandwidth(&args),
         "floor" => floor(&args),
         other => Err(format!("unknown mode {other:?}").into()),
@@ -88,8 +93,16 @@ impl Args {
         }
     }
 
-    fn dtype(&self) -> Res<DType> {
+    fn precision(&self) -> Res<Precision> {
         Ok(self.str("dtype")?.parse()?)
+    }
+
+    /// A float dtype (the parity mode compares against HF at a dtype).
+    fn dtype(&self) -> Res<DType> {
+        match self.precision()? {
+            Precision::Int8 => Err("parity takes f32, bf16 or f16 (int8: use `agree`)".into()),
+            p => Ok(p.dtype()),
+        }
     }
 }
 
@@ -100,7 +113,7 @@ fn ms(t: Instant) -> f64 {
 /// `load --model DIR --dtype D`: the load alone, its time and memory (zero-copy f32 weights fault in
 /// later, during the first forward pass; `bench` shows that by phase).
 fn load(args: &Args) -> Res<()> {
-    let dtype = args.dtype()?;
+    let dtype = args.precision()?;
     Mem::now().print("start");
     let cpu0 = cpu_seconds();
     let t = Instant::now();
@@ -158,6 +171,55 @@ fn decode_weight_params(config: &Kosmos2Config) -> usize {
     let linear = 4 * (d * d + d) + (d * f + f) + (f * d + d);
     let norms = 3 * 2 * d + 2 * f;
     t.layers * (linear + norms) + 2 * d + t.vocab_size * d
+}
+
+/// Bytes of weights one decode step reads at `precision`: int8 reads the linear weights and the
+/// head as one byte each plus an f32 scale per output row, and the biases and LayerNorms in f32.
+fn decode_weight_bytes(config: &Kosmos2Config, precision: Precision) -> usize {
+    let params = decode_weight_params(config);
+    if precision != Precision::Int8 {
+        return params * precision.dtype().size_in_bytes();
+    }
+    let t = &config.text_config;
+    let (d, f) = (t.embed_dim, t.ffn_dim);
+    let int8 = t.layers * (4 * d * d + 2 * d * f) + t.vocab_size * d;
+    let rows = t.layers * (4 * d + f + d) + t.vocab_size;
+    int8 + 4 * (rows + (params - int8))
+}
+
+/// `agree --model DIR ...`: int8 (quantised at load, or `--quantized DIR`) against f32 over a
+/// greedy run on one image and prompt: top-1 agreement with teacher forcing, shared prefix.
+fn agree(args: &Args) -> Res<()> {
+    let tokens = args.num("tokens", 64)?;
+    let proc = Kosmos2Processor::from_dir(args.path("processor")?)?;
+    let input = ProcessorInput::text(args.str("prompt")?).with_image(args.path("image")?);
+    let out = proc.process_single(&input, &ProcessOptions::default())?;
+    let batch = Kosmos2Batch::from_processor(&out, &Device::Cpu)?;
+    let model_dir = args.path("model")?;
+    let reference = Kosmos2ForConditionalGeneration::load(&model_dir, &Device::Cpu, DType::F32)?;
+    let int8 = match args.0.get("quantized") {
+        Some(q) => Kosmos2ForConditionalGeneration::load(q, &Device::Cpu, Precision::F32)?,
+        None => Kosmos2ForConditionalGeneration::load(&model_dir, &Device::Cpu, Precision::Int8)?,
+    };
+    let t = Instant::now();
+    let a = greedy_agreement(&reference, &int8, &batch, tokens)?;
+    println!(
+        "TOP1	int8-vs-f32/teacher-forced	{}	{}",
+        a.teacher_forced, a.tokens
+    );
+    println!(
+        "INFO	greedy ids f32	{:?}
+INFO	greedy ids int8	{:?}",
+        a.reference_ids, a.candidate_ids
+    );
+    println!(
+        "RESULT	tokens={} teacher_forced={} free_running_prefix={} agree_s={:.1}",
+        a.tokens,
+        a.teacher_forced,
+        a.free_running_prefix,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// `floor --model DIR`: the weights a decode step reads, from `config.json`.
@@ -614,7 +676,7 @@ fn generate_once(
 }
 
 fn bench(args: &Args) -> Res<()> {
-    let dtype = args.dtype()?;
+    let dtype = args.precision()?;
     let tokens = args.num("tokens", 64)?;
     let warmup = args.num("warmup-tokens", 4)?;
     let image = args.path("image")?;
@@ -642,7 +704,7 @@ fn bench(args: &Args) -> Res<()> {
         r.e2e_ms,
         peak_rss_mib(),
         after_load.hwm,
-        decode_weight_params(model.model.config()) * dtype.size_in_bytes(),
+        decode_weight_bytes(model.model.config(), dtype),
     );
     Ok(())
 }

@@ -2,12 +2,14 @@
 
 use std::path::Path;
 
-use kosmos_tensor::{DType, Device, Tensor};
+use kosmos_tensor::nn::Linear;
+use kosmos_tensor::{Device, Tensor};
 use kosmos_text::{lm_logits, lm_loss_from_hidden, KvCache, LogitsMode};
 use kosmos_vision::VisionOutput;
 
 use crate::error::{Error, Result};
 use crate::model::{load_dir, Kosmos2ForwardOptions, Kosmos2Inputs, Kosmos2Model};
+use crate::precision::Precision;
 
 /// The fields of HF `Kosmos2ForConditionalGenerationModelOutput`.
 #[derive(Debug, Clone)]
@@ -47,21 +49,32 @@ pub struct LmOptions<'a> {
 pub struct Kosmos2ForConditionalGeneration {
     /// Vision tower, projection and text decoder.
     pub model: Kosmos2Model,
-    /// `text_model.lm_head.weight`, `[vocab_size, embed_dim]`.
-    pub lm_head: Tensor,
+    /// `text_model.lm_head` (no bias), weight `[vocab_size, embed_dim]`: dense, or int8 at
+    /// [`Precision::Int8`].
+    pub lm_head: Linear,
     tied: bool,
 }
 
 impl Kosmos2ForConditionalGeneration {
     /// Loads a model directory: `config.json`, then `model.safetensors` or the shards of
-    /// `model.safetensors.index.json`, converting weights to `dtype`.
+    /// `model.safetensors.index.json`, at `precision`: a [`DType`](kosmos_tensor::DType) that
+    /// every weight is converted to, or [`Precision::Int8`] (int8 text linears and head).
     ///
     /// `lm_head` is `text_model.lm_head.weight` when the file has it and `embed_tokens`
-    /// otherwise. Any difference between the file's keys and the config's is reported at once as
-    /// [`Error::Weights`] with the missing and unexpected keys.
-    pub fn load(dir: impl AsRef<Path>, device: &Device, dtype: DType) -> Result<Self> {
-        let loaded = load_dir(dir.as_ref(), device, dtype)?;
-        Ok(Self::from_model(loaded.model, loaded.lm_head))
+    /// otherwise (an int8 copy of it at [`Precision::Int8`]). Any difference between the file's
+    /// keys and the config's is reported at once as [`Error::Weights`] with the missing and
+    /// unexpected keys.
+    pub fn load(
+        dir: impl AsRef<Path>,
+        device: &Device,
+        precision: impl Into<Precision>,
+    ) -> Result<Self> {
+        let loaded = load_dir(dir.as_ref(), device, precision.into())?;
+        Ok(Self {
+            model: loaded.model,
+            lm_head: loaded.lm_head,
+            tied: loaded.tied,
+        })
     }
 
     /// Wraps a model; `lm_head = None` ties the head to `embed_tokens`.
@@ -69,11 +82,11 @@ impl Kosmos2ForConditionalGeneration {
         match lm_head {
             Some(w) => Self {
                 model,
-                lm_head: w,
+                lm_head: Linear::new(w, None),
                 tied: false,
             },
             None => Self {
-                lm_head: model.text_model.embed_tokens.clone(),
+                lm_head: Linear::new(model.text_model.embed_tokens.clone(), None),
                 model,
                 tied: true,
             },

@@ -298,7 +298,7 @@ impl<'m> ContinuousBatch<'m> {
         self.tokens
             .extend(self.rows.iter().map(|r| r.seq.last().copied().unwrap_or(0)));
         let n = self.tokens.len();
-        let vocab = self.model.lm_head.dims().first().copied().unwrap_or(0);
+        let vocab = self.model.lm_head.dims()[0];
         let text_model = &self.model.model.text_model;
         if text_model.supports_decode_step() {
             // The allocation-free step, as `Kosmos2Lm::step_into` runs it for `generate`.

@@ -15,6 +15,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// `config.json` is not valid JSON for a KOSMOS-2 config.
     #[error("invalid config {path}: {source}")]
     ConfigJson {

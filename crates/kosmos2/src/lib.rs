@@ -44,6 +44,7 @@
 //! [`Kosmos2`] (module [`pipeline`]) runs every task of the demo (`caption`, `ground`, `refer`,
 //! `vqa`) and [`Kosmos2::encode`] encodes an image once for several tasks.
 
+mod agreement;
 mod batch;
 mod conditional;
 mod config;
@@ -53,12 +54,15 @@ mod generate;
 pub mod generation;
 mod model;
 pub mod pipeline;
+mod precision;
 mod prefix_cache;
+mod quantize;
 mod session;
 pub mod task;
 mod text_stream;
 pub mod weights;
 
+pub use agreement::{greedy_agreement, GreedyAgreement};
 pub use batch::Kosmos2Batch;
 pub use conditional::{Kosmos2ForConditionalGeneration, Kosmos2Output, LmOptions};
 pub use config::Kosmos2Config;
@@ -71,7 +75,9 @@ pub use pipeline::{
     EncodedImage, GroundedEntity, GroundedOutput, Kosmos2, Kosmos2Builder, PipelineError,
     PipelineResult, Timing,
 };
+pub use precision::Precision;
 pub use prefix_cache::PrefixStore;
+pub use quantize::{quantize_checkpoint, QuantizeReport};
 pub use session::ImageSession;
 pub use task::{CaptionStyle, RegionBox, Task};
 pub use text_stream::{ProcessorDetokenizer, TextDelta};

@@ -3,14 +3,17 @@
 use std::path::Path;
 
 use kosmos_projection::ImageToTextProjection;
-use kosmos_tensor::{DType, Device, MappedPages, Tensor, WeightStore};
+use kosmos_tensor::nn::Linear;
+use kosmos_tensor::{Device, MappedPages, Tensor, WeightStore};
 use kosmos_text::{
-    ForwardOptions, KvCache, PositionMode, StoreWeights, TextInputs, TextNames, TextTransformer,
+    load_lm_head, ForwardOptions, KvCache, PositionMode, StoreWeights, TextInputs, TextNames,
+    TextTransformer,
 };
 use kosmos_vision::{VisionForwardOptions, VisionModel, VisionOutput};
 
 use crate::config::Kosmos2Config;
 use crate::error::{Error, Result};
+use crate::precision::Precision;
 use crate::weights::check_keys;
 
 /// The inputs of one forward pass: the text step plus, optionally, the images.
@@ -123,14 +126,21 @@ pub struct Kosmos2Model {
 /// The parts read from a model directory.
 pub(crate) struct Loaded {
     pub model: Kosmos2Model,
-    pub lm_head: Option<Tensor>,
+    pub lm_head: Linear,
+    /// Whether `lm_head` is `embed_tokens` itself.
+    pub tied: bool,
 }
 
 impl Kosmos2Model {
-    /// Loads `dir/config.json` and the weights (`model.safetensors` or a sharded index), with
-    /// weights converted to `dtype`. An `lm_head` in the file is accepted and unused.
-    pub fn load(dir: impl AsRef<Path>, device: &Device, dtype: DType) -> Result<Self> {
-        Ok(load_dir(dir.as_ref(), device, dtype)?.model)
+    /// Loads `dir/config.json` and the weights (`model.safetensors` or a sharded index) at
+    /// `precision` (a [`DType`](kosmos_tensor::DType) or [`Precision::Int8`]). An `lm_head` in the
+    /// file is accepted and unused.
+    pub fn load(
+        dir: impl AsRef<Path>,
+        device: &Device,
+        precision: impl Into<Precision>,
+    ) -> Result<Self> {
+        Ok(load_dir(dir.as_ref(), device, precision.into())?.model)
     }
 
     /// Builds the model from a config and an opened store, checking the complete key set.
@@ -138,31 +148,25 @@ impl Kosmos2Model {
         config: Kosmos2Config,
         store: &WeightStore,
         device: &Device,
-        dtype: DType,
+        precision: Precision,
     ) -> Result<Loaded> {
         config.validate()?;
-        let has_head = check_keys(&config, &store.keys())?;
+        check_keys(&config, &store.keys())?;
+        let dtype = precision.dtype();
         let vision_model = VisionModel::load(store, &config.vision_config, dtype, device)?;
         let image_to_text_projection =
             ImageToTextProjection::load(store, &config.projection_config(), dtype, device)?;
         let names = TextNames::kosmos2();
-        let src = StoreWeights {
-            store,
-            dtype,
-            device,
-        };
+        let mut src = StoreWeights::new(store, dtype, device);
+        src.quantize_int8 = precision.quantizes_int8();
         let text_model = TextTransformer::load(&config.text_config, &src, &names)?;
-        let lm_head = if has_head {
-            let t = &config.text_config;
-            Some(store.get(
-                &names.lm_head(),
-                &[t.vocab_size, t.embed_dim],
-                dtype,
-                device,
-            )?)
-        } else {
-            None
-        };
+        let (lm_head, tied) =
+            load_lm_head(&config.text_config, &src, &names, &text_model.embed_tokens)?;
+        if src.quantize_int8 && !tied {
+            // The tied head was quantised from `embed_tokens`: its f32 pages are only read row
+            // by row (the embedding gather) from now on.
+            store.mapped_pages(&names.embed_tokens()).release();
+        }
         Ok(Loaded {
             model: Self {
                 config,
@@ -172,6 +176,7 @@ impl Kosmos2Model {
                 vision_pages: store.mapped_pages("vision_model."),
             },
             lm_head,
+            tied,
         })
     }
 
@@ -275,8 +280,8 @@ impl Kosmos2Model {
 }
 
 /// Reads `dir/config.json` and opens the weights in `dir`.
-pub(crate) fn load_dir(dir: &Path, device: &Device, dtype: DType) -> Result<Loaded> {
+pub(crate) fn load_dir(dir: &Path, device: &Device, precision: Precision) -> Result<Loaded> {
     let config = Kosmos2Config::from_file(&dir.join("config.json"))?;
     let store = WeightStore::open(dir)?;
-    Kosmos2Model::from_store(config, &store, device, dtype)
+    Kosmos2Model::from_store(config, &store, device, precision)
 }

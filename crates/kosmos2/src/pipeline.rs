@@ -28,12 +28,13 @@ use kosmos_processor::{
     post_process_generation, ImageInput, Kosmos2Processor, PostProcessError, ProcessOptions,
     ProcessorError, ProcessorInput, ProcessorOutput,
 };
-use kosmos_tensor::{DType, Device, Tensor};
+use kosmos_tensor::{Device, Tensor};
 use serde::Serialize;
 
 use crate::conditional::Kosmos2ForConditionalGeneration;
 use crate::generate::prompts_from_processor;
 use crate::generation::{FinishReason, GenerationConfig};
+use crate::precision::Precision;
 use crate::session::ImageSession;
 use crate::task::{CaptionStyle, RegionBox, Task, TaskError, TaskPrompt};
 
@@ -180,7 +181,7 @@ pub struct Kosmos2Builder {
     model_dir: PathBuf,
     processor_dir: Option<PathBuf>,
     device: Device,
-    dtype: DType,
+    dtype: Precision,
     generation: GenerationConfig,
 }
 
@@ -198,9 +199,10 @@ impl Kosmos2Builder {
         self
     }
 
-    /// The weights' dtype (default f32).
-    pub fn dtype(mut self, dtype: DType) -> Self {
-        self.dtype = dtype;
+    /// The weights' precision (default f32): a [`DType`](kosmos_tensor::DType), or
+    /// [`Precision::Int8`] for the int8 text decoder.
+    pub fn dtype(mut self, dtype: impl Into<Precision>) -> Self {
+        self.dtype = dtype.into();
         self
     }
 
@@ -270,7 +272,7 @@ impl Kosmos2 {
             model_dir: dir.as_ref().to_path_buf(),
             processor_dir: None,
             device: Device::Cpu,
-            dtype: DType::F32,
+            dtype: Precision::F32,
             generation: Self::default_generation(),
         }
     }

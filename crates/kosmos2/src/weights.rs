@@ -29,6 +29,16 @@ pub fn expected_keys(cfg: &Kosmos2Config, with_lm_head: bool) -> Vec<String> {
     keys
 }
 
+/// The keys of the per-row scales a quantised checkpoint stores next to its int8 weights (one per
+/// text linear layer and one for `lm_head`).
+pub fn int8_scale_keys(cfg: &Kosmos2Config) -> Vec<String> {
+    TextNames::kosmos2()
+        .int8_linear_keys(&cfg.text_config)
+        .into_iter()
+        .map(|(k, _)| kosmos_tensor::quant::scale_key(&k))
+        .collect()
+}
+
 /// Compares a checkpoint's keys with the model's.
 ///
 /// `lm_head` may be present or absent when the config ties it (absent means tied); it is
@@ -41,13 +51,15 @@ pub fn check_keys(cfg: &Kosmos2Config, present: &[String]) -> Result<bool> {
     let tied = cfg.tie_word_embeddings && cfg.text_config.tie_word_embeddings;
     let expected = expected_keys(cfg, has_head || !tied);
     let expected_set: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
+    // A quantised checkpoint (`kosmos2 quantize`) adds the per-row scales of its int8 weights.
+    let scales: BTreeSet<String> = int8_scale_keys(cfg).into_iter().collect();
     let missing: Vec<String> = expected_set
         .difference(&present)
         .map(|k| k.to_string())
         .collect();
     let unexpected: Vec<String> = present
         .difference(&expected_set)
-        .filter(|k| !IGNORED_KEYS.contains(k))
+        .filter(|k| !IGNORED_KEYS.contains(k) && !scales.contains(**k))
         .map(|k| k.to_string())
         .collect();
     if missing.is_empty() && unexpected.is_empty() {
@@ -100,6 +112,25 @@ mod tests {
                 assert_eq!(missing, ["text_model.model.layers.3.ffn.fc1.bias"]);
                 assert_eq!(unexpected, ["text_model.model.layers.3.ffn.fc3.bias"]);
             }
+            other => panic!("expected a key error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn quantised_checkpoints_may_add_exactly_the_145_scale_keys() {
+        let cfg = Kosmos2Config::default();
+        let scales = int8_scale_keys(&cfg);
+        assert_eq!(scales.len(), 24 * 6 + 1);
+        assert!(scales.contains(&"text_model.model.layers.0.self_attn.q_proj.weight_scale".into()));
+        assert!(scales.contains(&"text_model.lm_head.weight_scale".into()));
+        let mut keys = expected_keys(&cfg, true);
+        keys.extend(scales);
+        assert!(check_keys(&cfg, &keys).unwrap());
+        // Scales of layers that are not quantised (vision, LayerNorms) stay unexpected.
+        keys.push("vision_model.model.encoder.layers.0.mlp.fc1.weight_scale".into());
+        keys.push("text_model.model.layer_norm.weight_scale".into());
+        match check_keys(&cfg, &keys) {
+            Err(Error::Weights { unexpected, .. }) => assert_eq!(unexpected.len(), 2),
             other => panic!("expected a key error, got {other:?}"),
         }
     }

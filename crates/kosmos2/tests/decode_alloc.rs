@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use kosmos2::generation::{generate, generate_with, GenerationConfig, Prompt, PromptBatch};
 use kosmos2::tensor::ops;
-use kosmos2::{DType, Device, Kosmos2ForConditionalGeneration, Kosmos2Lm};
+use kosmos2::{Device, Kosmos2ForConditionalGeneration, Kosmos2Lm, Precision};
 
 struct Counting;
 
@@ -90,7 +90,15 @@ fn count_greedy(
 #[test]
 fn greedy_generation_steps_allocate_nothing() {
     let dir = common::fixtures_dir().join("models/tiny");
-    let model = Kosmos2ForConditionalGeneration::load(&dir, &Device::Cpu, DType::F32).unwrap();
+    for precision in [Precision::F32, Precision::Int8] {
+        greedy_steps_allocate_nothing_at(&dir, precision);
+    }
+}
+
+/// f32 weights, and int8 text linears + head (`linear_int8_into` in the step).
+fn greedy_steps_allocate_nothing_at(dir: &std::path::Path, precision: Precision) {
+    let model = Kosmos2ForConditionalGeneration::load(dir, &Device::Cpu, precision).unwrap();
+    assert_eq!(model.lm_head.is_int8(), precision == Precision::Int8);
     // Two rows of different lengths: left padding, so the padding-mask path runs every step.
     let batch = PromptBatch::new(
         vec![
@@ -113,7 +121,7 @@ fn greedy_generation_steps_allocate_nothing() {
         let (allocs, seqs) = count_greedy(&model, &batch, &cfg);
         assert_eq!(
             allocs, 0,
-            "no_repeat_ngram_size {ngram}, repetition_penalty {penalty}: allocations in steps 2..{NEW_TOKENS}"
+            "{precision}: no_repeat_ngram_size {ngram}, repetition_penalty {penalty}: allocations in steps 2..{NEW_TOKENS}"
         );
         // The same ids as the plain `generate` (without the reserved capacity).
         let plain = generate(&mut Kosmos2Lm::new(&model), &batch, &cfg).unwrap();

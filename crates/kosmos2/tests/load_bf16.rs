@@ -61,7 +61,10 @@ fn half_precision_load_equals_half_conversion_of_the_f32_weights() {
                 &vision.post_layernorm().bias,
             ),
             // The tied head is the same converted tensor as the embedding.
-            ("text_model.model.embed_tokens.weight", &model.lm_head),
+            (
+                "text_model.model.embed_tokens.weight",
+                model.lm_head.dense_weight().expect("a dense head"),
+            ),
         ];
         for (name, t) in checks {
             assert_eq!(t.dtype(), dtype, "{name}");

@@ -20,7 +20,7 @@ const ROWS_PER_TASK: usize = 64;
 /// are streamed once per [`group_rows`] x rows. 16 = the server's default `--max-batch`, so a
 /// continuous batch of up to 16 requests keeps every row bitwise equal to its one-row GEMV (and
 /// 9–16 rows cost ≈ 4 passes over the weights instead of the GEMM's ≈ 25× one row).
-pub(crate) const MAX_GEMV_ROWS: usize = 16;
+pub const MAX_GEMV_ROWS: usize = 16;
 
 /// A row-major `[out, in]` weight matrix (inner stride 1, row stride `row_stride`).
 #[derive(Clone, Copy, Debug)]

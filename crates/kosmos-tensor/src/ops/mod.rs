@@ -17,6 +17,7 @@ pub use activation::{gelu_erf, gelu_erf_inplace, quick_gelu, quick_gelu_inplace}
 pub use attention::{attention, attention_decode_into, attention_with_probs, DecodeAttention};
 pub use conv::patchify_conv;
 pub use embedding::{embedding, embedding_into};
+pub use gemv::MAX_GEMV_ROWS;
 pub use int8::{linear_int8, linear_int8_into};
 pub use linear::{linear, linear_into};
 pub use matmul::matmul;

@@ -36,7 +36,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use kosmos2::generation::GenerationConfig;
-use kosmos2::{DType, Device, Kosmos2ForConditionalGeneration};
+use kosmos2::{Device, Kosmos2ForConditionalGeneration, Precision};
 
 use crate::cli::{DTypeArg, DeviceArg, GenArgs};
 use limits::Limits;
@@ -121,7 +121,7 @@ pub struct ServerConfig {
     /// The device.
     pub device: Device,
     /// The precision.
-    pub dtype: DType,
+    pub dtype: Precision,
     /// Generation defaults.
     pub gen: GenerationConfig,
     /// The model name clients send.
