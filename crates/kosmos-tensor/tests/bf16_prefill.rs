@@ -18,8 +18,8 @@ use proptest::prelude::*;
 use support::*;
 
 const TOL: f64 = 1e-6;
-/// `ops::gemv::MAX_GEMV_ROWS` (crate-private): the most rows the decode GEMV takes.
-const GEMV: usize = 16;
+/// The most rows the decode GEMV takes.
+const GEMV: usize = ops::MAX_GEMV_ROWS;
 
 fn cfg(cases: u32) -> ProptestConfig {
     ProptestConfig {
