@@ -351,6 +351,19 @@ impl WeightStore {
         })
     }
 
+    /// The entry of `name`, which must have exactly `shape`.
+    fn shaped_entry(&self, name: &str, shape: &[usize]) -> Result<&Entry> {
+        let e = self.entry(name)?;
+        if e.shape != shape {
+            return Err(Error::WrongShape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: e.shape.clone(),
+            });
+        }
+        Ok(e)
+    }
+
     fn float_dtype(name: &str, e: &Entry) -> Result<DType> {
         match &e.stored {
             Stored::Float(d) => Ok(*d),
@@ -377,14 +390,7 @@ impl WeightStore {
         device: &Device,
     ) -> Result<Tensor> {
         check_cpu("WeightStore::get", device)?;
-        let e = self.entry(name)?;
-        if e.shape != shape {
-            return Err(Error::WrongShape {
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                found: e.shape.clone(),
-            });
-        }
+        let e = self.shaped_entry(name, shape)?;
         let stored = Self::float_dtype(name, e)?;
         let mmap = &self.files[e.file];
         if stored == dtype {
@@ -434,14 +440,7 @@ impl WeightStore {
         name: &str,
         shape: &[usize],
     ) -> Result<(Arc<memmap2::Mmap>, usize)> {
-        let e = self.entry(name)?;
-        if e.shape != shape {
-            return Err(Error::WrongShape {
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                found: e.shape.clone(),
-            });
-        }
+        let e = self.shaped_entry(name, shape)?;
         match &e.stored {
             Stored::Other(s) if s == "I8" => Ok((self.files[e.file].clone(), e.start)),
             other => Err(Error::UnsupportedDType {

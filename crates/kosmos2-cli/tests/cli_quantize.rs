@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use support::env;
+use support::{env, stdout_ok as ok};
 
 fn kosmos2(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kosmos2"))
@@ -20,16 +20,6 @@ fn kosmos2(args: &[&str]) -> Output {
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .expect("run kosmos2")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 fn temp(tag: &str) -> PathBuf {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
-use support::{case, env, Env};
+use support::{case, env, stdout_ok as ok, Env};
 
 impl Env {
     /// Runs `kosmos2 SUBCOMMAND ARGS... --model tiny-realvocab --processor real`.
@@ -29,15 +29,6 @@ impl Env {
     }
 }
 
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")
-}
 
 fn json_lines(s: &str) -> Vec<Value> {
     s.lines()

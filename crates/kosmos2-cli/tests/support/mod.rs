@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -47,6 +48,17 @@ impl Env {
     pub fn processor_arg(&self) -> &str {
         self.processor.to_str().expect("UTF-8 assets path")
     }
+}
+
+/// The stdout of a run that must have succeeded (the exit code and stderr otherwise).
+pub fn stdout_ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")
 }
 
 /// One HF generation case of the tiny real-vocabulary fixture (`generation.json`), by name.
