@@ -83,6 +83,14 @@ fn check_linear(m: usize, k: usize, n: usize, xdt: DType, seed: u64, with_bias: 
     let bias = rand_vec(seed + 2, n, 0.3);
     let b = with_bias.then_some(bias.as_slice());
     let qw = Int8Weight::quantize(&tensor(&wv, &[n, k])).unwrap();
+    // Above the GEMV sizes (prefill) the activations are rounded to bf16 first.
+    let xv: Vec<f32> = if m > ops::MAX_GEMV_ROWS {
+        xv.iter()
+            .map(|&v| kosmos_tensor::bf16::from_f32(v).to_f32())
+            .collect()
+    } else {
+        xv
+    };
     let (want, mag) = int8_ref(&xv, &qw, b, m);
     let scale: Vec<f64> = want
         .iter()

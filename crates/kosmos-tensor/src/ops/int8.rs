@@ -3,8 +3,11 @@
 //! - One row (decode): GEMV reading the int8 rows in place, widened to f32 in registers
 //!   (`simd::int8`, AVX-512 / AVX2 / scalar by [`Isa::current`]), rows split across rayon, then
 //!   `y[o] = scale[o] * dot(x, q[o]) + b[o]`.
-//! - Several rows (prefill): panels of `q` are converted to f32 (exactly: small integers) in a
-//!   reused, cache-sized buffer, multiplied with the f32 GEMM, and each output column is scaled.
+//! - More than `MAX_GEMV_ROWS` rows (prefill): the activations are rounded to bf16 (nearest even,
+//!   as the bf16 weights' GEMM does, see `ops::linear`) and multiplied by `q`, then each output
+//!   column is scaled. With AVX512_BF16, `q` goes to bf16 (exact: |q| <= 127) and through the
+//!   `vdpbf16ps` GEMM; elsewhere panels of `q` go to f32 for the f32 GEMM. int8 × bf16 products
+//!   are exact in f32, so every CPU computes the same products (summation order aside).
 
 use rayon::prelude::*;
 
@@ -21,7 +24,8 @@ use crate::tensor::{check_cpu, Tensor};
 /// Weight rows per rayon task in the GEMV.
 const ROWS_PER_TASK: usize = 64;
 
-/// `x [.., in] · deq(W)[out, in]ᵀ (+ bias[out]) -> [.., out]`, in `x`'s dtype (computed in f32).
+/// `x [.., in] · deq(W)[out, in]ᵀ (+ bias[out]) -> [.., out]`, in `x`'s dtype (computed in f32;
+/// above `MAX_GEMV_ROWS` rows with x rounded to bf16 first, see the module docs).
 ///
 /// ```
 /// use kosmos_tensor::{ops, quant::Int8Weight, Device, Tensor};
@@ -241,9 +245,63 @@ fn gemv_int8_m<const M: usize>(
     }
 }
 
-/// Multi-row path: per panel of output rows, `q` → f32 (exact) in a reused buffer, a
-/// single-threaded f32 GEMM into the panel's own block, then scale (and bias) while scattering.
+/// Multi-row path: `bf16(x) · qᵀ`, then scale (and bias). See the module docs.
 fn gemm_int8_into(x: &[f32], rows: usize, w: &Int8Weight, bias: Option<&[f32]>, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::current() == Isa::Avx512Bf16 {
+        return gemm_int8_bf16(x, rows, w, bias, out);
+    }
+    // Round x to bf16 first: the same products as the `vdpbf16ps` path.
+    let mut xb = vec![half::bf16::ZERO; x.len()];
+    let mut xr = vec![0f32; x.len()];
+    crate::convert::f32_to_bf16(x, &mut xb).expect("buffers of equal length");
+    half::slice::HalfFloatSliceExt::convert_to_f32_slice(&xb[..], &mut xr);
+    gemm_int8_f32(&xr, rows, w, bias, out);
+}
+
+/// `gemm_int8_into` on AVX512_BF16: `q` converted to bf16 once per call (exact), the `vdpbf16ps`
+/// GEMM (x rounded to bf16 while it is packed), then `out = out * scale + bias`.
+#[cfg(target_arch = "x86_64")]
+fn gemm_int8_bf16(x: &[f32], rows: usize, w: &Int8Weight, bias: Option<&[f32]>, out: &mut [f32]) {
+    use crate::simd::bf16_gemm::{gemm_bf16_avx512, Lhs};
+    let [n, k] = w.dims();
+    let (q, scales) = (w.q(), w.scales());
+    // A reused buffer (a fresh 8–33 MB one per call costs more in page faults than the GEMM
+    // saves); buffers above `KEEP` bytes (a full-vocabulary head over many rows) are not kept.
+    const KEEP: usize = 64 << 20;
+    thread_local! {
+        static W_BF16: std::cell::RefCell<Vec<half::bf16>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let mut wb = W_BF16.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    wb.resize(n * k, half::bf16::ZERO);
+    wb.par_chunks_mut(1 << 16)
+        .zip(q.par_chunks(1 << 16))
+        .for_each(|(d, s)| {
+            for (d, &v) in d.iter_mut().zip(s) {
+                // |v| <= 128 is exact in bf16: the top half of the f32 bits.
+                *d = half::bf16::from_bits((f32::from(v).to_bits() >> 16) as u16);
+            }
+        });
+    out[..rows * n].fill(0.0);
+    gemm_bf16_avx512(Lhs::F32(x), (rows, n, k), &wb, 0, k, out);
+    if 2 * wb.len() <= KEEP {
+        W_BF16.with(|c| *c.borrow_mut() = wb);
+    }
+    out[..rows * n]
+        .par_chunks_mut(n)
+        .for_each(|row| match bias {
+            Some(b) => {
+                for ((d, &s), &b) in row.iter_mut().zip(scales).zip(b) {
+                    *d = *d * s + b;
+                }
+            }
+            None => row.iter_mut().zip(scales).for_each(|(d, &s)| *d *= s),
+        });
+}
+
+/// The f32 GEMM path: per panel of output rows, `q` → f32 (exact) in a reused buffer, a
+/// single-threaded f32 GEMM into the panel's own block, then scale (and bias) while scattering.
+fn gemm_int8_f32(x: &[f32], rows: usize, w: &Int8Weight, bias: Option<&[f32]>, out: &mut [f32]) {
     let [n, k] = w.dims();
     let (q, scales) = (w.q(), w.scales());
     let lhs = StridedMat {
@@ -385,20 +443,24 @@ mod tests {
             check_rows(m, k, n, bias, seed);
         }
 
-        /// More than `MAX_GEMV_ROWS` rows take the dequantised-panel GEMM.
+        /// More than `MAX_GEMV_ROWS` rows take the GEMM on bf16-rounded x, on every SIMD level
+        /// (the reference uses the rounded x: the products are exact, only sums differ).
         #[test]
         fn int8_gemm_matches_reference(
             m in 17usize..28, k in 1usize..100, n in 1usize..50, bias in any::<bool>(), seed in any::<u64>(),
         ) {
             let w = weight(seed, n, k);
             let x = values(seed ^ 3, m * k);
+            let xr: Vec<f32> = x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
             let b = values(seed ^ 4, n);
             let b = bias.then_some(&b[..]);
-            let (want, mag) = reference(&x, &w, b);
-            let mut y = vec![f32::NAN; m * n];
-            linear_int8_into(&x, m, &w, b, &mut y).unwrap();
-            for ((&got, &want), &mag) in y.iter().zip(&want).zip(&mag) {
-                prop_assert!(((got as f64 - want) / (mag + 1e-30)).abs() < 1e-6);
+            let (want, mag) = reference(&xr, &w, b);
+            for isa in Isa::available() {
+                let mut y = vec![f32::NAN; m * n];
+                with_isa(isa, || linear_int8_into(&x, m, &w, b, &mut y)).unwrap().unwrap();
+                for ((&got, &want), &mag) in y.iter().zip(&want).zip(&mag) {
+                    prop_assert!(((got as f64 - want) / (mag + 1e-30)).abs() < 1e-6, "{}", isa);
+                }
             }
         }
     }
