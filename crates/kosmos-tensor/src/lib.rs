@@ -22,6 +22,7 @@
 //! # Ok::<(), kosmos_tensor::Error>(())
 //! ```
 
+pub mod alloc;
 pub mod convert;
 #[cfg(feature = "cuda")]
 pub mod cuda;

@@ -7,6 +7,8 @@ use kosmos2_cli::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Reuse freed activation buffers instead of faulting in fresh pages every op.
+    kosmos2::tensor::alloc::keep_freed_memory();
     match kosmos2_cli::app::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -39,6 +39,8 @@ fn main() {
 }
 
 fn run() -> Res<()> {
+    // As the `kosmos2` binary does: reuse freed activation buffers.
+    kosmos2::tensor::alloc::keep_freed_memory();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some((mode, rest)) = argv.split_first() else {
         return Err(
