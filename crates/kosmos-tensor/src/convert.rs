@@ -50,6 +50,25 @@ pub fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) -> Result<()> {
     Ok(())
 }
 
+/// `src` rounded to bf16 (nearest even) and widened back to f32: the activations a bf16 GEMM
+/// multiplies, for the paths that then run an f32 GEMM on them.
+pub(crate) fn bf16_rounded(src: &[f32]) -> Vec<f32> {
+    let mut b = vec![bf16::ZERO; src.len()];
+    // SAFETY: as in `f32_to_bf16`; `b` has `src.len()` initialised values.
+    let out = unsafe {
+        std::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<MaybeUninit<u16>>(), b.len())
+    };
+    convert_f32_bytes(
+        Isa::current(),
+        bytemuck::cast_slice(src),
+        out,
+        HalfFormat::Bf16,
+    );
+    let mut r = vec![0f32; src.len()];
+    half::slice::HalfFloatSliceExt::convert_to_f32_slice(&b[..], &mut r);
+    r
+}
+
 /// Converts f32 values to f16 (round to nearest even), on the SIMD level of [`Isa::current`].
 pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) -> Result<()> {
     check_len("convert::f32_to_f16", src.len(), dst.len())?;

@@ -8,7 +8,7 @@
 //!
 //! [`Kosmos2ForConditionalGeneration::load`]: crate::Kosmos2ForConditionalGeneration::load
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use kosmos_tensor::quant::{scale_key, Int8Weight};
@@ -82,67 +82,60 @@ pub fn quantize_checkpoint(src_dir: &Path, out_dir: &Path) -> Result<QuantizeRep
     // Quantise (or pick up already-int8) weights, releasing each float source once read.
     let names = TextNames::kosmos2();
     let t = &config.text_config;
-    let mut quantised: BTreeMap<String, Int8Weight> = BTreeMap::new();
+    let mut quantised: BTreeMap<String, Quantised> = BTreeMap::new();
     for (key, dims) in names.int8_linear_keys(t) {
         let from = if key == names.lm_head() && !has_head {
             names.embed_tokens()
         } else {
             key.clone()
         };
-        if store.stored_dtype_name(&from)? == "I8" {
-            quantised.insert(key, Int8Weight::load(&store, &from, dims)?);
-            continue;
-        }
-        let w = store.get(&from, &dims, DType::F32, &Device::Cpu)?;
-        let q = Int8Weight::quantize(&w)?;
-        drop(w);
-        store.mapped_pages(&from).release();
-        quantised.insert(key, q);
+        let q = if store.stored_dtype_name(&from)? == "I8" {
+            Int8Weight::load(&store, &from, dims)?
+        } else {
+            let q = Int8Weight::quantize(&store.get(&from, &dims, DType::F32, &Device::Cpu)?)?;
+            store.mapped_pages(&from).release();
+            q
+        };
+        let scale = scale_key(&key);
+        quantised.insert(
+            key,
+            Quantised {
+                q,
+                dims,
+                rows: [dims[0]],
+                scale,
+            },
+        );
     }
 
-    // Every stored tensor in key order, the int8 ones with their scales right after them.
-    let scale_keys: BTreeMap<String, String> = quantised
-        .keys()
-        .map(|k| (k.clone(), scale_key(k)))
-        .collect();
+    // Every stored tensor in key order (a source's own scales are rewritten with their weights),
+    // the int8 ones with their scales right after them.
+    let scales: BTreeSet<&str> = quantised.values().map(|q| q.scale.as_str()).collect();
     let mut order: Vec<String> = store
         .keys()
         .into_iter()
-        .filter(|k| !scale_keys.values().any(|s| s == k))
+        .filter(|k| !scales.contains(k.as_str()))
         .collect();
     if !has_head {
         order.push(names.lm_head());
         order.sort();
     }
-    let mut tensors: Vec<(&str, RawTensor<'_>)> =
-        Vec::with_capacity(order.len() + scale_keys.len());
-    let shapes: BTreeMap<&str, [usize; 2]> = quantised
-        .iter()
-        .map(|(k, q)| (k.as_str(), q.dims()))
-        .collect();
-    let scale_shapes: BTreeMap<&str, [usize; 1]> = quantised
-        .iter()
-        .map(|(k, q)| (k.as_str(), [q.dims()[0]]))
-        .collect();
+    let mut tensors: Vec<(&str, RawTensor<'_>)> = Vec::with_capacity(order.len() + scales.len());
     for key in &order {
         match quantised.get(key) {
             Some(q) => {
-                tensors.push((
-                    key,
-                    RawTensor {
-                        dtype: "I8",
-                        shape: &shapes[key.as_str()],
-                        data: q.q_bytes(),
-                    },
-                ));
-                tensors.push((
-                    &scale_keys[key],
-                    RawTensor {
-                        dtype: "F32",
-                        shape: &scale_shapes[key.as_str()],
-                        data: q.scale_bytes(),
-                    },
-                ));
+                let weight = RawTensor {
+                    dtype: "I8",
+                    shape: &q.dims,
+                    data: q.q.q_bytes(),
+                };
+                let scale = RawTensor {
+                    dtype: "F32",
+                    shape: &q.rows,
+                    data: q.q.scale_bytes(),
+                };
+                tensors.push((key, weight));
+                tensors.push((&q.scale, scale));
             }
             None => tensors.push((key, store.raw(key)?)),
         }
@@ -185,10 +178,18 @@ pub fn quantize_checkpoint(src_dir: &Path, out_dir: &Path) -> Result<QuantizeRep
     Ok(QuantizeReport {
         weights,
         int8_tensors: quantised.len(),
-        int8_params: quantised.values().map(|q| q.dims()[0] * q.dims()[1]).sum(),
+        int8_params: quantised.values().map(|q| q.dims[0] * q.dims[1]).sum(),
         file_bytes,
         copied,
     })
+}
+
+/// One weight as written: its int8 values and scales, shapes and scale key.
+struct Quantised {
+    q: Int8Weight,
+    dims: [usize; 2],
+    rows: [usize; 1],
+    scale: String,
 }
 
 /// Copies `config.json`, adding `quantization_config` (HF's field for quantised checkpoints).

@@ -252,11 +252,7 @@ fn gemm_int8_into(x: &[f32], rows: usize, w: &Int8Weight, bias: Option<&[f32]>, 
         return gemm_int8_bf16(x, rows, w, bias, out);
     }
     // Round x to bf16 first: the same products as the `vdpbf16ps` path.
-    let mut xb = vec![half::bf16::ZERO; x.len()];
-    let mut xr = vec![0f32; x.len()];
-    crate::convert::f32_to_bf16(x, &mut xb).expect("buffers of equal length");
-    half::slice::HalfFloatSliceExt::convert_to_f32_slice(&xb[..], &mut xr);
-    gemm_int8_f32(&xr, rows, w, bias, out);
+    gemm_int8_f32(&crate::convert::bf16_rounded(x), rows, w, bias, out);
 }
 
 /// `gemm_int8_into` on AVX512_BF16: `q` converted to bf16 once per call (exact), the `vdpbf16ps`

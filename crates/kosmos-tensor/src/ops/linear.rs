@@ -1,6 +1,5 @@
 //! `linear`: `x · Wᵀ + b` with `W` stored `[out, in]` as in PyTorch.
 
-use half::bf16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
@@ -257,10 +256,7 @@ fn bf16_weight_gemm(
     }
     // `convert` runs on this thread's level (`isa`), bit-exact on every level.
     let _ = isa;
-    let mut xb = vec![bf16::ZERO; x.len()];
-    crate::convert::f32_to_bf16(x, &mut xb)?;
-    let mut xr = vec![0f32; x.len()];
-    xb.convert_to_f32_slice(&mut xr);
+    let xr = crate::convert::bf16_rounded(x);
     let lhs = StridedMat {
         data: &xr,
         offset: 0,
