@@ -18,10 +18,12 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use kosmos_tensor::{ops, simd::Isa, DType, Device, Tensor};
+use kosmos_tensor::{nn::Linear, simd::Isa, DType, Device, Tensor};
 use rayon::prelude::*;
 
 const ROTATE_BYTES: usize = 1 << 30;
+/// Weight bytes the GEMM benches rotate over.
+const GEMM_ROTATE_BYTES: usize = 128 << 20;
 
 fn filled(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
@@ -59,14 +61,41 @@ fn read_bandwidth() -> f64 {
 }
 
 /// `count` distinct `[n, k]` weights in `dtype`.
-fn rotated_weights(k: usize, n: usize, dtype: DType, count: usize) -> Vec<Tensor> {
+/// A weight `[n, k]` of `dtype` as a layer, packed for the bf16 GEMM when `packed`.
+fn layer(w: Tensor, packed: bool) -> Linear {
+    let l = Linear::new(w, None);
+    if packed {
+        l.pack_bf16().expect("pack")
+    } else {
+        l
+    }
+}
+
+fn rotated_weights(k: usize, n: usize, dtype: DType, packed: bool, count: usize) -> Vec<Linear> {
     (0..count)
         .map(|i| {
-            Tensor::from_vec(filled(k * n, i as u32), &[n, k], &Device::Cpu)
+            let w = Tensor::from_vec(filled(k * n, i as u32), &[n, k], &Device::Cpu)
                 .and_then(|t| t.to_dtype(dtype))
-                .expect("weights")
+                .expect("weights");
+            layer(w, packed)
         })
         .collect()
+}
+
+/// The weight formats benchmarked: each dtype row-major, and bf16 packed (`PackedBf16`).
+const FORMATS: [(DType, bool); 4] = [
+    (DType::F32, false),
+    (DType::BF16, false),
+    (DType::F16, false),
+    (DType::BF16, true),
+];
+
+fn format_name(dtype: DType, packed: bool) -> String {
+    if packed {
+        format!("{dtype}-packed")
+    } else {
+        format!("{dtype}")
+    }
 }
 
 fn bench_gemv(c: &mut Criterion) {
@@ -86,26 +115,27 @@ fn bench_gemv(c: &mut Criterion) {
         (8192, 2048),
         (2048, 65037),
     ] {
-        for dtype in [DType::F32, DType::BF16, DType::F16] {
+        for (dtype, packed) in FORMATS {
+            let name = format_name(dtype, packed);
             let bytes = k * n * dtype.size_in_bytes();
             let count = ROTATE_BYTES.div_ceil(bytes).max(2);
             // Built on the first call only, so a filtered-out benchmark costs nothing.
-            let mut ws: Vec<Tensor> = Vec::new();
+            let mut ws: Vec<Linear> = Vec::new();
             let x = Tensor::from_vec(filled(k, 99), &[1, k], &Device::Cpu).expect("x");
             g.throughput(Throughput::Bytes(bytes as u64));
             let mut i = 0usize;
             let mut best = f64::INFINITY;
             g.bench_with_input(
-                BenchmarkId::new(format!("{dtype}"), format!("{k}x{n}")),
+                BenchmarkId::new(name.clone(), format!("{k}x{n}")),
                 &(),
                 |b, _| {
                     if ws.is_empty() {
-                        ws = rotated_weights(k, n, dtype, count);
+                        ws = rotated_weights(k, n, dtype, packed, count);
                     }
                     b.iter_custom(|iters| {
                         let t = Instant::now();
                         for _ in 0..iters {
-                            black_box(ops::linear(&x, &ws[i % count], None).expect("gemv"));
+                            black_box(ws[i % count].forward(&x).expect("gemv"));
                             i += 1;
                         }
                         let e = t.elapsed();
@@ -119,7 +149,7 @@ fn bench_gemv(c: &mut Criterion) {
             }
             let gbs = bytes as f64 / best / 1e9;
             println!(
-                "gemv {dtype} {k}->{n}: best {:.3} ms, {gbs:.1} GB/s = {:.0}% of read bandwidth",
+                "gemv {name} {k}->{n}: best {:.3} ms, {gbs:.1} GB/s = {:.0}% of read bandwidth",
                 best * 1e3,
                 100.0 * gbs / bw
             );
@@ -142,27 +172,35 @@ fn bench_gemm(c: &mut Criterion) {
         (71, 8192, 2048),
     ];
     for (m, k, n) in shapes {
-        for (xdt, dtype) in [
-            (DType::F32, DType::F32),
-            (DType::F32, DType::BF16),
-            (DType::BF16, DType::BF16),
+        for (xdt, dtype, packed) in [
+            (DType::F32, DType::F32, false),
+            (DType::F32, DType::BF16, false),
+            (DType::F32, DType::BF16, true),
+            (DType::BF16, DType::BF16, false),
         ] {
+            let name = format_name(dtype, packed);
             let x = Tensor::from_vec(filled(m * k, 1), &[m, k], &Device::Cpu)
                 .and_then(|t| t.to_dtype(xdt))
                 .expect("x");
-            let w = Tensor::from_vec(filled(n * k, 2), &[n, k], &Device::Cpu)
-                .and_then(|t| t.to_dtype(dtype))
-                .expect("w");
+            // Rotated over ≥ 128 MB (more than the L3) so that the weights come from DRAM, as
+            // they do in a forward pass, not from cache; built on first use.
+            let count = (GEMM_ROTATE_BYTES / (n * k * dtype.size_in_bytes())).max(1);
+            let mut ws: Vec<Linear> = Vec::new();
+            let mut i = 0usize;
             let flops = 2 * m * n * k;
             g.throughput(Throughput::Elements(flops as u64));
             let mut best = f64::INFINITY;
             g.bench_function(
-                BenchmarkId::new(format!("x_{xdt}_w_{dtype}"), format!("{m}x{k}->{n}")),
+                BenchmarkId::new(format!("x_{xdt}_w_{name}"), format!("{m}x{k}->{n}")),
                 |b| {
+                    if ws.is_empty() {
+                        ws = rotated_weights(k, n, dtype, packed, count);
+                    }
                     b.iter_custom(|iters| {
                         let t = Instant::now();
                         for _ in 0..iters {
-                            black_box(ops::linear(&x, &w, None).expect("gemm"));
+                            black_box(ws[i % count].forward(&x).expect("gemm"));
+                            i += 1;
                         }
                         let e = t.elapsed();
                         best = best.min(e.as_secs_f64() / iters as f64);
@@ -174,7 +212,7 @@ fn bench_gemm(c: &mut Criterion) {
                 continue;
             }
             println!(
-                "gemm x={xdt} w={dtype} {m}x{k}->{n}: best {:.2} ms, {:.1} GFLOP/s",
+                "gemm x={xdt} w={name} {m}x{k}->{n}: best {:.2} ms, {:.1} GFLOP/s",
                 best * 1e3,
                 flops as f64 / best / 1e9
             );

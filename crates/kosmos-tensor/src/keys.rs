@@ -52,7 +52,8 @@ impl LinearKeys {
         ]
     }
 
-    /// Loads the layer `nn.Linear(in_dim, out_dim)` (with bias), checking both shapes.
+    /// Loads the layer `nn.Linear(in_dim, out_dim)` (with bias), checking both shapes. bf16 weights
+    /// are stored packed for the prefill GEMM where [`crate::packed::packs_on_load`] says so.
     pub fn load(
         &self,
         store: &WeightStore,
@@ -61,6 +62,11 @@ impl LinearKeys {
         dtype: DType,
         device: &Device,
     ) -> Result<Linear> {
+        if crate::packed::packs_on_load(dtype, device) {
+            let weight = store.get_packed_bf16(&self.weight, [out_dim, in_dim])?;
+            let bias = store.get(&self.bias, &[out_dim], dtype, device)?;
+            return Linear::from_packed(weight, Some(bias));
+        }
         let weight = store.get(&self.weight, &[out_dim, in_dim], dtype, device)?;
         let bias = store.get(&self.bias, &[out_dim], dtype, device)?;
         Ok(Linear::new(weight, Some(bias)))

@@ -34,6 +34,7 @@ pub mod keys;
 pub mod mha;
 pub mod nn;
 pub mod ops;
+pub mod packed;
 pub mod quant;
 mod shape;
 pub mod simd;

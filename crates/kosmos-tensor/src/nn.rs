@@ -2,17 +2,21 @@
 
 use crate::error::{Error, Result};
 use crate::ops;
+use crate::packed::PackedBf16;
 use crate::quant::Int8Weight;
 use crate::tensor::Tensor;
 use crate::DType;
 
-/// The weight of a [`Linear`]: a float tensor, or int8 with per-row scales.
+/// The weight of a [`Linear`]: a float tensor, bf16 packed for the GEMM, or int8 with per-row scales.
 #[derive(Clone, Debug)]
 pub enum LinearWeight {
     /// f32/bf16/f16 `[out, in]`, read in its stored dtype.
     Dense(Tensor),
     /// Per-output-channel symmetric int8 (weight-only quantisation; activations stay f32).
     Int8(Int8Weight),
+    /// bf16 in the panel GEMM's layout ([`PackedBf16`]): same values and results as a bf16
+    /// [`LinearWeight::Dense`], without packing the weight on every prefill call.
+    PackedBf16(PackedBf16),
 }
 
 /// `y = x · Wᵀ + b` with `W` stored `[out, in]`; mirrors `torch.nn.Linear`.
@@ -81,6 +85,37 @@ impl Linear {
             LinearWeight::Dense(w) => {
                 Linear::from_int8(Int8Weight::quantize(w)?, self.bias.clone())
             }
+            LinearWeight::PackedBf16(p) => {
+                Linear::from_int8(Int8Weight::quantize(&p.to_tensor())?, self.bias.clone())
+            }
+        }
+    }
+
+    /// A layer from a packed bf16 weight and an optional bias `[out]`.
+    pub fn from_packed(weight: PackedBf16, bias: Option<Tensor>) -> Result<Linear> {
+        if let Some(b) = &bias {
+            if b.dims() != [weight.dims()[0]] {
+                return Err(Error::ShapeMismatch {
+                    op: "Linear::from_packed",
+                    lhs: weight.dims().to_vec(),
+                    rhs: b.dims().to_vec(),
+                });
+            }
+        }
+        Ok(Linear {
+            weight: LinearWeight::PackedBf16(weight),
+            bias,
+        })
+    }
+
+    /// This layer with a dense weight converted to bf16 and packed ([`PackedBf16::from_tensor`]);
+    /// a packed or int8 layer is returned as is.
+    pub fn pack_bf16(&self) -> Result<Linear> {
+        match &self.weight {
+            LinearWeight::Dense(w) => {
+                Linear::from_packed(PackedBf16::from_tensor(w)?, self.bias.clone())
+            }
+            _ => Ok(self.clone()),
         }
     }
 
@@ -89,11 +124,11 @@ impl Linear {
         &self.weight
     }
 
-    /// The dense weight tensor, or `None` for an int8 layer.
+    /// The dense weight tensor, or `None` for an int8 or packed layer.
     pub fn dense_weight(&self) -> Option<&Tensor> {
         match &self.weight {
             LinearWeight::Dense(w) => Some(w),
-            LinearWeight::Int8(_) => None,
+            LinearWeight::Int8(_) | LinearWeight::PackedBf16(_) => None,
         }
     }
 
@@ -115,6 +150,7 @@ impl Linear {
                 w.dims().get(1).copied().unwrap_or(0),
             ],
             LinearWeight::Int8(q) => q.dims(),
+            LinearWeight::PackedBf16(p) => p.dims(),
         }
     }
 
@@ -123,6 +159,7 @@ impl Linear {
         match &self.weight {
             LinearWeight::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
             LinearWeight::Int8(q) => q.size_in_bytes(),
+            LinearWeight::PackedBf16(p) => p.size_in_bytes(),
         }
     }
 
@@ -130,6 +167,7 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.weight {
             LinearWeight::Dense(w) => ops::linear(x, w, self.bias.as_ref()),
+            LinearWeight::PackedBf16(p) => ops::linear_packed(x, p, self.bias.as_ref()),
             LinearWeight::Int8(q) => {
                 let b = self
                     .bias
@@ -146,6 +184,7 @@ impl Linear {
     pub fn forward_into(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
         match &self.weight {
             LinearWeight::Dense(w) => ops::linear_into(x, w, self.bias.as_ref(), out),
+            LinearWeight::PackedBf16(p) => ops::linear_packed_into(x, p, self.bias.as_ref(), out),
             LinearWeight::Int8(q) => {
                 let k = q.dims()[1];
                 if !x.len().is_multiple_of(k) {

@@ -414,6 +414,35 @@ impl WeightStore {
         Ok(Tensor::from_storage(storage, shape, device))
     }
 
+    /// `name` (`[out, in]`, stored f32/bf16/f16) as a packed bf16 linear weight
+    /// ([`crate::packed::PackedBf16`]): f32 is rounded to bf16 and packed panel by panel straight from
+    /// the map (no row-major bf16 copy), releasing the source pages as it goes, like [`Self::get`]'s
+    /// conversion; bf16 is packed from its zero-copy view; f16 is converted first.
+    pub fn get_packed_bf16(
+        &self,
+        name: &str,
+        dims: [usize; 2],
+    ) -> Result<crate::packed::PackedBf16> {
+        use crate::packed::PackedBf16;
+        let e = self.shaped_entry(name, &dims)?;
+        let stored = Self::float_dtype(name, e)?;
+        let mmap = &self.files[e.file];
+        let [n, k] = dims;
+        if n * k == 0 {
+            return Err(Error::InvalidArgument {
+                op: "WeightStore::get_packed_bf16",
+                msg: format!("{name}: empty weight {dims:?}"),
+            });
+        }
+        if stored == DType::F32 {
+            let _ = advise_range(mmap, memmap2::Advice::WillNeed, e.start, 4 * e.len);
+            let bytes = &mmap[e.start..e.start + 4 * e.len];
+            let done = |off: usize, len: usize| release_pages(mmap, e.start + off, len);
+            return Ok(PackedBf16::from_f32_bytes(bytes, n, k, &done));
+        }
+        PackedBf16::from_tensor(&self.get(name, &dims, DType::BF16, &Device::Cpu)?)
+    }
+
     /// The safetensors dtype name `name` is stored as (`"F32"`, `"BF16"`, `"I8"`, ...).
     pub fn stored_dtype_name(&self, name: &str) -> Result<&str> {
         Ok(match &self.entry(name)?.stored {
@@ -553,7 +582,7 @@ fn convert_f32_map<T: Half16>(mmap: &memmap2::Mmap, start: usize, len: usize) ->
 
 /// Faults in the whole pages of `[ptr, ptr + bytes)` of a fresh allocation in one `madvise` call
 /// (Linux ≥ 5.14; elsewhere, or if refused, the writes fault them in as usual).
-fn populate_write(ptr: *mut u8, bytes: usize) {
+pub(crate) fn populate_write(ptr: *mut u8, bytes: usize) {
     #[cfg(target_os = "linux")]
     {
         let start = (ptr as usize).next_multiple_of(PAGE);

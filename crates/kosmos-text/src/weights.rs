@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use kosmos_tensor::packed::PackedBf16;
 use kosmos_tensor::quant::Int8Weight;
 use kosmos_tensor::{DType, Device, Tensor, WeightStore};
 
@@ -30,6 +31,13 @@ pub trait WeightSource {
     /// int8 copy of `embed_tokens`).
     fn quantizes_int8(&self) -> bool {
         false
+    }
+    /// The linear weight `name` (`[out, in]`) packed as bf16 for the prefill GEMM, when this source
+    /// stores bf16 linears that way ([`kosmos_tensor::packed::packs_on_load`]); `None` loads it as a
+    /// tensor.
+    fn packed_bf16(&self, name: &str, dims: [usize; 2]) -> Result<Option<PackedBf16>> {
+        let _ = (name, dims);
+        Ok(None)
     }
 }
 
@@ -91,6 +99,13 @@ impl WeightSource for StoreWeights<'_> {
 
     fn quantizes_int8(&self) -> bool {
         self.quantize_int8
+    }
+
+    fn packed_bf16(&self, name: &str, dims: [usize; 2]) -> Result<Option<PackedBf16>> {
+        if !kosmos_tensor::packed::packs_on_load(self.dtype, self.device) {
+            return Ok(None);
+        }
+        Ok(Some(self.store.get_packed_bf16(name, dims)?))
     }
 }
 
@@ -322,6 +337,9 @@ pub(crate) fn load_linear(
     let b = src.tensor(&names.bias, &[out])?;
     if let Some(q) = src.int8(&names.weight, [out, inp])? {
         return Ok(kosmos_tensor::nn::Linear::from_int8(q, Some(b))?);
+    }
+    if let Some(p) = src.packed_bf16(&names.weight, [out, inp])? {
+        return Ok(kosmos_tensor::nn::Linear::from_packed(p, Some(b))?);
     }
     let w = src.tensor(&names.weight, &[out, inp])?;
     Ok(kosmos_tensor::nn::Linear::new(w, Some(b)))

@@ -17,10 +17,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use kosmos_tensor::packed::PackedBf16;
 use kosmos_tensor::{ops, DType, Device, Tensor};
 use kosmos_text::{
     DecodeScratch, DecodeStep, ForwardOptions, Kosmos2TextConfig, LogitsMode, PositionMode,
-    StoreWeights, TextForCausalLM, TextInputs, TextNames,
+    StoreWeights, TextForCausalLM, TextInputs, TextNames, WeightSource,
 };
 use support::{model_dir, text_fixture, Fixture};
 
@@ -145,7 +146,24 @@ fn greedy_decode(
 }
 
 /// A synthetic decoder big enough for the parallel paths (GEMV over rayon, attention over heads).
-fn synthetic(dtype: DType) -> TextForCausalLM {
+/// A source that hands out every linear weight packed for the bf16 GEMM (`PackedBf16`), as
+/// `StoreWeights` does for bf16 on an AVX512_BF16 CPU.
+struct Packing(HashMap<String, Tensor>);
+
+impl WeightSource for Packing {
+    fn tensor(&self, name: &str, shape: &[usize]) -> kosmos_text::Result<Tensor> {
+        self.0.tensor(name, shape)
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+    fn packed_bf16(&self, name: &str, dims: [usize; 2]) -> kosmos_text::Result<Option<PackedBf16>> {
+        Ok(Some(PackedBf16::from_tensor(&self.0.tensor(name, &dims)?)?))
+    }
+}
+
+/// The synthetic decoder's weights at `dtype`, packed (bf16) when `packed`.
+fn synthetic(dtype: DType, packed: bool) -> TextForCausalLM {
     let cfg = Kosmos2TextConfig {
         vocab_size: 2048,
         embed_dim: 256,
@@ -167,6 +185,9 @@ fn synthetic(dtype: DType) -> TextForCausalLM {
             (k, t.to_dtype(dtype).unwrap())
         })
         .collect();
+    if packed {
+        return TextForCausalLM::load(&cfg, &Packing(weights), &TextNames::kosmos2()).unwrap();
+    }
     TextForCausalLM::load(&cfg, &weights, &TextNames::kosmos2()).unwrap()
 }
 
@@ -229,11 +250,11 @@ fn tiny_scenarios() {
     );
 }
 
-/// A wider synthetic decoder whose GEMVs and attention run on rayon (two workers), f32 and bf16
-/// weights, 1 and 3 rows, a 300-token prompt (attention over heads in parallel).
+/// A wider synthetic decoder whose GEMVs and attention run on rayon (two workers), f32, bf16 and
+/// packed bf16 weights, 1 and 3 rows, a 300-token prompt (attention over heads in parallel).
 fn synthetic_scenarios() {
-    for dtype in [DType::F32, DType::BF16] {
-        let lm = synthetic(dtype);
+    for (dtype, packed) in [(DType::F32, false), (DType::BF16, false), (DType::BF16, true)] {
+        let lm = synthetic(dtype, packed);
         for batch in [1usize, 3] {
             let ids: Vec<u32> = (0..batch * 300)
                 .map(|i| 2 + (i as u32 * 37) % 2000)
@@ -241,7 +262,7 @@ fn synthetic_scenarios() {
             let (allocs, _) = greedy_decode(&lm, &ids, batch, None, None, 10);
             assert_eq!(
                 allocs, 0,
-                "synthetic {dtype:?}, {batch} rows: allocations in decode steps 2..10"
+                "synthetic {dtype:?} (packed: {packed}), {batch} rows: allocations in decode steps 2..10"
             );
         }
     }

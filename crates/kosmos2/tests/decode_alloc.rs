@@ -90,12 +90,14 @@ fn count_greedy(
 #[test]
 fn greedy_generation_steps_allocate_nothing() {
     let dir = common::fixtures_dir().join("models/tiny");
-    for precision in [Precision::F32, Precision::Int8] {
+    // bf16 packs the text linears on an AVX512_BF16 CPU (`PackedBf16`: the packed GEMV).
+    for precision in [Precision::F32, Precision::BF16, Precision::Int8] {
         greedy_steps_allocate_nothing_at(&dir, precision);
     }
 }
 
-/// f32 weights, and int8 text linears + head (`linear_int8_into` in the step).
+/// f32 weights, bf16 (packed where the CPU has AVX512_BF16), and int8 text linears + head
+/// (`linear_int8_into` in the step).
 fn greedy_steps_allocate_nothing_at(dir: &std::path::Path, precision: Precision) {
     let model = Kosmos2ForConditionalGeneration::load(dir, &Device::Cpu, precision).unwrap();
     assert_eq!(model.lm_head.is_int8(), precision == Precision::Int8);

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kosmos_tensor::{ops, simd::Isa, DType, Device, Tensor};
+use kosmos_tensor::{simd::Isa, DType, Device, Tensor};
 
 use super::{filled, rotated_weights, ROTATE_BYTES};
 
@@ -79,6 +79,8 @@ struct Case {
     xdt: DType,
     wdt: DType,
     tdt: DType,
+    /// kosmos reads the weight packed (`PackedBf16`, bf16 only).
+    packed: bool,
 }
 
 impl Case {
@@ -93,11 +95,21 @@ impl Case {
     }
     fn label(&self) -> String {
         if self.is_gemv() {
-            format!("gemv {}x{}->{} w={}", self.m, self.k, self.n, self.wdt)
+            format!(
+                "gemv {}x{}->{} w={}",
+                self.m,
+                self.k,
+                self.n,
+                super::format_name(self.wdt, self.packed)
+            )
         } else {
             format!(
                 "gemm {}x{}->{} x={} w={}",
-                self.m, self.k, self.n, self.xdt, self.wdt
+                self.m,
+                self.k,
+                self.n,
+                self.xdt,
+                super::format_name(self.wdt, self.packed)
             )
         }
     }
@@ -157,7 +169,7 @@ fn time_case(
     } else {
         1
     };
-    let ws = rotated_weights(case.k, case.n, case.wdt, count);
+    let ws = rotated_weights(case.k, case.n, case.wdt, case.packed, count);
     let x = Tensor::from_vec(filled(case.m * case.k, 99), &[case.m, case.k], &Device::Cpu)
         .and_then(|t| t.to_dtype(case.xdt))
         .map_err(|e| e.to_string())?;
@@ -172,7 +184,7 @@ fn time_case(
     let mut ours = |iters: usize| -> Result<f64, String> {
         let t = Instant::now();
         for _ in 0..iters {
-            black_box(ops::linear(&x, &ws[i % count], None).map_err(|e| e.to_string())?);
+            black_box(ws[i % count].forward(&x).map_err(|e| e.to_string())?);
             i += 1;
         }
         Ok(t.elapsed().as_secs_f64())
@@ -211,7 +223,7 @@ fn time_case(
 fn cases() -> Vec<Case> {
     let mut v = Vec::new();
     for (k, n) in [(2048, 2048), (2048, 8192), (8192, 2048), (2048, 65037)] {
-        for d in [DType::F32, DType::BF16, DType::F16] {
+        for (d, packed) in super::FORMATS {
             v.push(Case {
                 m: 1,
                 k,
@@ -219,6 +231,7 @@ fn cases() -> Vec<Case> {
                 xdt: DType::F32,
                 wdt: d,
                 tdt: d,
+                packed,
             });
         }
     }
@@ -238,10 +251,11 @@ fn cases() -> Vec<Case> {
     ] {
         // x=f32 w=bf16 is the model's bf16 mode (f32 activations rounded to bf16 at the linear);
         // torch runs it as bf16 x bf16, which is what HF bf16 does.
-        for (xdt, wdt) in [
-            (DType::F32, DType::F32),
-            (DType::F32, DType::BF16),
-            (DType::BF16, DType::BF16),
+        for (xdt, wdt, packed) in [
+            (DType::F32, DType::F32, false),
+            (DType::F32, DType::BF16, false),
+            (DType::F32, DType::BF16, true),
+            (DType::BF16, DType::BF16, false),
         ] {
             v.push(Case {
                 m,
@@ -250,6 +264,7 @@ fn cases() -> Vec<Case> {
                 xdt,
                 wdt,
                 tdt: wdt,
+                packed,
             });
         }
     }

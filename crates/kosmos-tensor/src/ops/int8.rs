@@ -259,7 +259,7 @@ fn gemm_int8_into(x: &[f32], rows: usize, w: &Int8Weight, bias: Option<&[f32]>, 
 /// GEMM (x rounded to bf16 while it is packed), then `out = out * scale + bias`.
 #[cfg(target_arch = "x86_64")]
 fn gemm_int8_bf16(x: &[f32], rows: usize, w: &Int8Weight, bias: Option<&[f32]>, out: &mut [f32]) {
-    use crate::simd::bf16_gemm::{gemm_bf16_avx512, Lhs};
+    use crate::simd::panel_gemm::{gemm_bf16_avx512, Lhs};
     let [n, k] = w.dims();
     let (q, scales) = (w.q(), w.scales());
     // A reused buffer (a fresh 8–33 MB one per call costs more in page faults than the GEMM

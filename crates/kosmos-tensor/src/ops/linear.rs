@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::ops::gemv::{gemv_into, gemv_rows_into, WeightRows, MAX_GEMV_ROWS};
 use crate::ops::matmul::{f32_storage, gemm_f32, StridedMat};
 #[cfg(target_arch = "x86_64")]
-use crate::simd::bf16_gemm::Lhs;
+use crate::simd::panel_gemm::Lhs;
 use crate::simd::Isa;
 use crate::storage::CpuSlice;
 use crate::tensor::{check_cpu, Tensor};
@@ -89,7 +89,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         {
             let (off, rs) = (w.layout.offset, w.strides()[0]);
             let a = Lhs::Bf16(a);
-            crate::simd::bf16_gemm::gemm_bf16_avx512(a, (rows, n, k), wd, off, rs, &mut out);
+            crate::simd::panel_gemm::gemm_bf16_avx512(a, (rows, n, k), wd, off, rs, &mut out);
             return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
         }
     }
@@ -98,14 +98,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
     }
     if w.dtype() == DType::F32 {
-        // Wᵀ[k, n] = W[n, k]: read W through swapped strides.
-        let rhs = StridedMat {
-            data: f32_storage(w),
-            offset: w.layout.offset,
-            rs: w.strides()[1],
-            cs: w.strides()[0],
-        };
-        gemm_f32(&mut out, n, (rows, n, k), lhs, rhs, bias.is_some(), true);
+        f32_weight_gemm(isa, lhs, rows, w, &mut out, bias.is_some());
     } else {
         half_weight_gemm(&mut out, rows, w, lhs, bias.is_some())?;
     }
@@ -205,13 +198,7 @@ pub fn linear_into(x: &[f32], w: &Tensor, b: Option<&Tensor>, out: &mut [f32]) -
         cs: 1,
     };
     if w.dtype() == DType::F32 {
-        let rhs = StridedMat {
-            data: f32_storage(w),
-            offset: w.layout.offset,
-            rs: w.strides()[1],
-            cs: w.strides()[0],
-        };
-        gemm_f32(out, n, (rows, n, k), lhs, rhs, b.is_some(), true);
+        f32_weight_gemm(isa, lhs, rows, w, out, b.is_some());
         Ok(())
     } else if w.dtype() == DType::BF16 && rows > MAX_GEMV_ROWS {
         bf16_weight_gemm(isa, x, rows, w, out, b.is_some())
@@ -250,7 +237,7 @@ fn bf16_weight_gemm(
             }
             let (off, rs) = (w.layout.offset, w.strides()[0]);
             let a = Lhs::F32(x);
-            crate::simd::bf16_gemm::gemm_bf16_avx512(a, (rows, n, k), wd, off, rs, out);
+            crate::simd::panel_gemm::gemm_bf16_avx512(a, (rows, n, k), wd, off, rs, out);
             return Ok(());
         }
     }
@@ -264,6 +251,43 @@ fn bf16_weight_gemm(
         cs: 1,
     };
     half_weight_gemm(out, rows, w, lhs, accumulate)
+}
+
+/// GEMM with f32 weights: `out[rows, n] (+)= x · Wᵀ`, `x` row-major `[rows, k]` (`lhs`).
+///
+/// On AVX-512 with unit-stride weight rows this is the panel GEMM (`simd/panel_gemm.rs`): it packs
+/// each 32-row panel of `W` in K blocks right before use, so the weights are read once and nothing
+/// of the size of `Wᵀ` is written, which is what makes it faster than the `gemm` crate at the
+/// model's 71-row prefill (issue 4). Elsewhere (and for strided weights, e.g. a transposed view) the
+/// `gemm` crate reads `Wᵀ` through swapped strides.
+fn f32_weight_gemm(
+    isa: Isa,
+    lhs: StridedMat<'_>,
+    rows: usize,
+    w: &Tensor,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    let (n, k) = (w.dims()[0], w.dims()[1]);
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx512 && w.strides()[1] == 1 && lhs.rs == k && lhs.cs == 1 {
+        if !accumulate {
+            out[..rows * n].fill(0.0);
+        }
+        let a = &lhs.data[lhs.offset..lhs.offset + rows * k];
+        let (off, rs) = (w.layout.offset, w.strides()[0]);
+        crate::simd::panel_gemm::gemm_f32_avx512(a, (rows, n, k), f32_storage(w), off, rs, out);
+        return;
+    }
+    let _ = isa;
+    // Wᵀ[k, n] = W[n, k]: read W through swapped strides.
+    let rhs = StridedMat {
+        data: f32_storage(w),
+        offset: w.layout.offset,
+        rs: w.strides()[1],
+        cs: w.strides()[0],
+    };
+    gemm_f32(out, n, (rows, n, k), lhs, rhs, accumulate, true);
 }
 
 /// GEMM with bf16/f16 weights: convert panels of `W` rows to f32 (in parallel, into one reused buffer

@@ -10,6 +10,7 @@ mod int8;
 mod linear;
 mod matmul;
 mod norm;
+mod packed;
 mod reduce;
 mod softmax;
 
@@ -24,6 +25,7 @@ pub use matmul::matmul;
 pub use norm::{
     add_layer_norm, add_layer_norm_into, l2_normalize_last_dim, layer_norm, layer_norm_into,
 };
+pub use packed::{linear_packed, linear_packed_into};
 pub use reduce::{argmax_last_dim, argmax_slice, top_k_last_dim};
 pub use softmax::{log_softmax_last_dim, softmax_last_dim};
 

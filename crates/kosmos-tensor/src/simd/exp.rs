@@ -20,7 +20,7 @@ pub(crate) fn exp_inplace(isa: Isa, xs: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -37,8 +37,9 @@ mod x86 {
     const LO: f32 = -87.336_55;
     const HI: f32 = 88.376_26;
 
+    /// `exp` of 16 lanes (the module's contract).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    fn exp16(x: __m512) -> __m512 {
+    pub(crate) fn exp16(x: __m512) -> __m512 {
         let xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(LO)), _mm512_set1_ps(HI));
         let fx = _mm512_roundscale_ps::<0x08>(_mm512_mul_ps(xc, _mm512_set1_ps(LOG2E)));
         let r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(C1), xc);

@@ -5,11 +5,12 @@
 //! calling thread, which is how the tests run every path on one machine. Ops read [`Isa::current`] on the
 //! calling thread and pass it down to their rayon workers.
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod bf16_gemm;
 pub(crate) mod dot;
+pub(crate) mod erf;
 pub(crate) mod exp;
 pub(crate) mod int8;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod panel_gemm;
 
 use std::cell::Cell;
 use std::sync::OnceLock;

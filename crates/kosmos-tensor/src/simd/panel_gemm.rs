@@ -1,0 +1,673 @@
+//! Panel GEMMs on AVX-512: `out[m, n] += A[m, k] · W[n, k]ᵀ` with f32 accumulation, for bf16 weights
+//! (`vdpbf16ps` on AVX512_BF16) and f32 weights (`vfmadd231ps`), `W` stored `[out, in]` as in PyTorch.
+//!
+//! Used by `linear` above the GEMV sizes. For bf16 weights the activations are bf16 already, or f32
+//! rounded to bf16 (nearest even, bit-exact with `half::bf16::from_f32`) while they are packed, which
+//! is what a bf16 PyTorch model does at every linear input. For f32 weights they stay f32.
+//!
+//! Both formats share one driver and packing: a packed unit is one `u32`, a bf16 k-pair or an f32.
+//! Blocking (BLIS-style, sized for a Zen 4 / Sapphire Rapids core: 32 KB L1D, ≥ 1 MB L2):
+//! - A is packed once per call in micro-panels of `MR` rows laid out `[unit][row]`, so the
+//!   micro-kernel's broadcasts read one sequential stream (row-major A would put the 12 broadcast
+//!   streams 2·k bytes apart, all in the same L1 sets when k is a multiple of 2048).
+//! - Each rayon task owns a few 32-column panels of W and walks K in blocks of `KC` units: it packs
+//!   each panel's `KC x 32` unit block (32 KB, in L1/L2 while every row block of A streams past it)
+//!   right before its first use, while the next panel's weight rows are prefetched towards L2, and
+//!   the `MC`-row block of A for that K block (`MC x KC` units, ≤ 384 KB) stays in L2 across the
+//!   task's panels. Every W element is packed exactly once per call, so unlike a GEMM that packs
+//!   all of `Wᵀ` up front, the weights are read from DRAM once and never written back.
+//! - The `R x 32` micro-kernel (R ≤ 12: 24 accumulators) adds its K block's partial sums into `out`
+//!   (masked for the last panel's columns), so no per-call output buffer exists either.
+//!
+//! Products of bf16 values are exact in f32, so the bf16 result differs from an f32 GEMM on the
+//! same (rounded) inputs by summation order only (and `vdpbf16ps` flushes bf16 denormals to zero).
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+
+use half::bf16;
+use rayon::prelude::*;
+
+use crate::convert::{convert_f32_bytes, HalfFormat};
+use crate::simd::Isa;
+
+/// Output columns per panel (two zmm registers of f32).
+pub(crate) const NR: usize = 32;
+/// Rows per micro-kernel call (24 accumulators + 2 panel vectors + 1 broadcast of 32 zmm).
+const MR: usize = 12;
+/// Packed units (bf16 pairs / f32 values) per K block, a multiple of 16 (the transpose width): a
+/// `KC x NR` panel block is 32 KB.
+/// 128 / 256 / 384 / 512 / 1024 were tried (single thread, loaded machine): 256 and up beat 128 by
+/// ≈ 5–15 % on the 257-row shapes, within the noise of each other.
+const KC: usize = 256;
+/// Row blocks of `MR` per M block: `MC = 384` rows, so `MC x KC` pairs of A are 384 KB (L2).
+const MC_BLOCKS: usize = 32;
+/// Panels per rayon task at most (enough tasks to balance, few enough to amortise the A reads).
+const MAX_TASK_PANELS: usize = 8;
+
+/// The activations of [`gemm_bf16_avx512`]: row-major `[m, k]`, contiguous.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Lhs<'a> {
+    /// Already bf16.
+    Bf16(&'a [bf16]),
+    /// f32, rounded to bf16 (nearest even) while packing.
+    F32(&'a [f32]),
+}
+
+impl Lhs<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Lhs::Bf16(a) => a.len(),
+            Lhs::F32(a) => a.len(),
+        }
+    }
+}
+
+thread_local! {
+    /// The packed A of the last call on this thread, reused so that prefill does not allocate and
+    /// fault in a fresh buffer per linear (taken out while in use, so a re-entrant call just
+    /// allocates its own).
+    static A_PACK: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// A rayon task's packed W panels (≤ `MAX_TASK_PANELS x KC x NR` pairs, 256 KB), reused the
+    /// same way.
+    static B_PACK: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A raw output pointer shared by the rayon tasks, each of which writes its own columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the tasks write disjoint column ranges of `out` (see `gemm_bf16_avx512`), and `out` is
+// a unique borrow that outlives the parallel loop.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so closures capture the `Sync` wrapper, not its field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `out[i * n + j] += sum_p a[i * k + p] * w[w_offset + j * w_rs + p]`, with `a` rounded to bf16.
+///
+/// # Panics
+/// If the slices are too short for the given sizes, or the CPU lacks AVX512_BF16 (internal
+/// invariants: `linear` checks both).
+pub(crate) fn gemm_bf16_avx512(
+    a: Lhs<'_>,
+    (m, n, k): (usize, usize, usize),
+    w: &[bf16],
+    w_offset: usize,
+    w_rs: usize,
+    out: &mut [f32],
+) {
+    assert!(
+        Isa::Avx512Bf16.is_supported(),
+        "gemm_bf16 needs AVX512_BF16"
+    );
+    let src = WSrc::Rows { w, w_offset, w_rs };
+    gemm::<Bf16Pairs>(a.into(), (m, n, k), src, out);
+}
+
+/// [`gemm_bf16_avx512`] with the weights pre-packed (`PackedBf16`'s layout: panel `pi` is
+/// `[kp][NR]` pairs from `pi * kp * NR`, rows past `n` zero), so no W is packed per call. The
+/// result is bitwise that of [`gemm_bf16_avx512`] on the same rows (same panels, same K blocks).
+///
+/// # Panics
+/// If the slices are too short for the given sizes, or the CPU lacks AVX512_BF16.
+pub(crate) fn gemm_bf16_packed_avx512(
+    a: Lhs<'_>,
+    (m, n, k): (usize, usize, usize),
+    packed: &[u32],
+    out: &mut [f32],
+) {
+    assert!(
+        Isa::Avx512Bf16.is_supported(),
+        "gemm_bf16 needs AVX512_BF16"
+    );
+    gemm::<Bf16Pairs>(a.into(), (m, n, k), WSrc::Packed(packed), out);
+}
+
+/// `out[i * n + j] += sum_p a[i * k + p] * w[w_offset + j * w_rs + p]` in f32 (`vfmadd231ps`):
+/// each output is its previous value plus, per K block of `KC` elements, that block's products
+/// summed in order of `p`.
+///
+/// # Panics
+/// If the slices are too short for the given sizes, or the CPU lacks AVX-512 F (internal
+/// invariants: `linear` checks both).
+pub(crate) fn gemm_f32_avx512(
+    a: &[f32],
+    (m, n, k): (usize, usize, usize),
+    w: &[f32],
+    w_offset: usize,
+    w_rs: usize,
+    out: &mut [f32],
+) {
+    assert!(Isa::Avx512.is_supported(), "gemm_f32 needs AVX-512");
+    let src = WSrc::Rows { w, w_offset, w_rs };
+    gemm::<F32s>(APack::F32(a), (m, n, k), src, out);
+}
+
+/// Where [`gemm`] reads W.
+#[derive(Clone, Copy)]
+enum WSrc<'a, T> {
+    /// Rows `[n, k]`, row `j` from `w_offset + j * w_rs`: packed per panel and K block as used.
+    Rows {
+        w: &'a [T],
+        w_offset: usize,
+        w_rs: usize,
+    },
+    /// Already packed: panel `pi` is `[kp][NR]` units from `pi * kp * NR`.
+    Packed(&'a [u32]),
+}
+
+/// What [`pack_a`] reads: activations for the bf16 kernel (rounded to bf16) or the f32 one.
+#[derive(Clone, Copy, Debug)]
+enum APack<'a> {
+    /// For the bf16 kernel.
+    Bf16(Lhs<'a>),
+    /// For the f32 kernel, as they are.
+    F32(&'a [f32]),
+}
+
+impl<'a> From<Lhs<'a>> for APack<'a> {
+    fn from(a: Lhs<'a>) -> Self {
+        APack::Bf16(a)
+    }
+}
+
+impl APack<'_> {
+    fn len(&self) -> usize {
+        match self {
+            APack::Bf16(a) => a.len(),
+            APack::F32(a) => a.len(),
+        }
+    }
+}
+
+/// An element format of the panel GEMM: the weight type, how many weight elements one packed
+/// `u32` holds, and the micro-kernel that multiplies packed A and W.
+pub(crate) trait Format {
+    /// The weight element.
+    type W: Copy + Sync;
+    /// Weight elements per packed `u32` (a bf16 pair or one f32).
+    const PER: usize;
+    /// The packed `u32` of `row[e..e + PER]`, zero past the end of the row.
+    fn pack_w(row: &[Self::W], e: usize) -> u32;
+    /// The micro-kernel for `r` rows (1..=`MR`).
+    ///
+    /// # Safety
+    /// As `x86::kernel_bf16` / `x86::kernel_f32` with `R = r`.
+    unsafe fn kernel(
+        r: usize,
+        a: &[u32],
+        panel: &[u32],
+        kc: usize,
+        c: *mut f32,
+        ldc: usize,
+        masks: (u16, u16),
+    );
+}
+
+/// bf16 weights, k-pairs per `u32`, `vdpbf16ps`.
+pub(crate) struct Bf16Pairs;
+
+impl Format for Bf16Pairs {
+    type W = bf16;
+    const PER: usize = 2;
+    fn pack_w(row: &[bf16], e: usize) -> u32 {
+        let hi = row.get(e + 1).map_or(0, |h| u32::from(h.to_bits()));
+        u32::from(row[e].to_bits()) | (hi << 16)
+    }
+    unsafe fn kernel(
+        r: usize,
+        a: &[u32],
+        panel: &[u32],
+        kc: usize,
+        c: *mut f32,
+        ldc: usize,
+        masks: (u16, u16),
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { x86::dispatch_bf16(r, a, panel, kc, c, ldc, masks) }
+    }
+}
+
+/// f32 weights, one per `u32`, `vfmadd231ps`.
+struct F32s;
+
+impl Format for F32s {
+    type W = f32;
+    const PER: usize = 1;
+    fn pack_w(row: &[f32], e: usize) -> u32 {
+        row[e].to_bits()
+    }
+    unsafe fn kernel(
+        r: usize,
+        a: &[u32],
+        panel: &[u32],
+        kc: usize,
+        c: *mut f32,
+        ldc: usize,
+        masks: (u16, u16),
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { x86::dispatch_f32(r, a, panel, kc, c, ldc, masks) }
+    }
+}
+
+/// The blocked GEMM of this module's header for format `F` (the caller checked the CPU).
+fn gemm<F: Format>(
+    a: APack<'_>,
+    (m, n, k): (usize, usize, usize),
+    src: WSrc<'_, F::W>,
+    out: &mut [f32],
+) {
+    assert!(a.len() >= m * k && out.len() >= m * n, "panel gemm bounds");
+    let kp = k.div_ceil(F::PER);
+    match src {
+        WSrc::Rows { w, w_offset, w_rs } => assert!(
+            n == 0 || k == 0 || w_offset + (n - 1) * w_rs + k <= w.len(),
+            "panel gemm bounds"
+        ),
+        WSrc::Packed(p) => assert!(p.len() >= n.div_ceil(NR) * kp * NR, "panel gemm bounds"),
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    // Row blocks: whole MR-row blocks, then the remainder as one block of its own (71 rows =
+    // 5 x 12 + 11, not 12s + 8 + 2 + 1: the 1- and 2-row kernels are load-bound).
+    let blocks: Vec<(usize, usize)> = (0..m).step_by(MR).map(|i0| (i0, MR.min(m - i0))).collect();
+    let mut ap = A_PACK.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    ap.clear();
+    ap.resize(m * kp, 0);
+    pack_a(a, k, kp, &blocks, &mut ap);
+
+    let panels = n.div_ceil(NR);
+    let per_task = (panels / (4 * rayon::current_num_threads())).clamp(1, MAX_TASK_PANELS);
+    let tasks = panels.div_ceil(per_task);
+    let outp = OutPtr(out.as_mut_ptr());
+    let ap_ref = &ap[..];
+    let blocks_ref = &blocks[..];
+    (0..tasks).into_par_iter().for_each(|t| {
+        let mut bp = B_PACK.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        let (p0, p1) = (t * per_task, ((t + 1) * per_task).min(panels));
+        for q0 in (0..kp).step_by(KC) {
+            let qn = KC.min(kp - q0);
+            if matches!(src, WSrc::Rows { .. }) {
+                bp.resize((p1 - p0) * qn * NR, 0);
+            }
+            for (mi, mblock) in blocks_ref.chunks(MC_BLOCKS).enumerate() {
+                for pi in p0..p1 {
+                    let n0 = pi * NR;
+                    let nb = NR.min(n - n0);
+                    let off = (pi - p0) * qn * NR;
+                    // The next panel block this task reads (the next to pack, for rows): its next
+                    // panel in this K block, else its first one in the next K block.
+                    let (pn, pq) = if pi + 1 < p1 {
+                        (pi + 1, q0)
+                    } else {
+                        (p0, q0 + qn)
+                    };
+                    let (panel, prefetch) = match src {
+                        WSrc::Packed(pk) => {
+                            // Streamed as it is (a software prefetch of the next panel block,
+                            // as for the rows below, measured 2-5 % slower).
+                            let at = pi * kp * NR;
+                            (&pk[at + q0 * NR..at + (q0 + qn) * NR], None)
+                        }
+                        WSrc::Rows { w, w_offset, w_rs } => {
+                            if mi == 0 {
+                                // Packed right before its first use (its rows were prefetched
+                                // while the previous panel computed).
+                                let dst = &mut bp[off..off + qn * NR];
+                                let rows = (w, w_offset, w_rs);
+                                pack_panel::<F>(rows, k, (n0, nb), (q0, qn), dst, true);
+                            }
+                            // The next panel to pack: its weight rows are prefetched towards
+                            // L2 over this panel's kernel calls, so the pack does not wait on
+                            // DRAM. (One panel at a time: a whole K block of 256 rows 4–16 KB
+                            // apart would not fit the L2 sets they map to.)
+                            let (pn0, pnb) = (pn * NR, NR.min(n - pn * NR));
+                            let next = F::PER * pq..(F::PER * (pq + KC)).min(k);
+                            let fetch = (mi == 0 && next.start < next.end).then(|| {
+                                (
+                                    w,
+                                    w_offset,
+                                    w_rs,
+                                    pn0,
+                                    pnb,
+                                    next,
+                                    pnb.div_ceil(mblock.len()),
+                                )
+                            });
+                            (&bp[off..off + qn * NR], fetch)
+                        }
+                    };
+                    let full = |c: usize| (((1u32 << c) - 1) & 0xffff) as u16;
+                    let masks = (full(nb.min(16)), full(nb.saturating_sub(16)));
+                    for (bi, &(i0, r)) in mblock.iter().enumerate() {
+                        if let Some((w, w_offset, w_rs, pn0, pnb, next, per_call)) = &prefetch {
+                            for j in (bi * per_call..(bi + 1) * per_call).take_while(|&j| j < *pnb)
+                            {
+                                let row = w_offset + (pn0 + j) * w_rs;
+                                x86::prefetch_l2(&w[row + next.start..row + next.end]);
+                            }
+                        }
+                        // Micro-panel of rows i0..i0 + r is `[kp][r]` from `i0 * kp`.
+                        let a_blk = &ap_ref[i0 * kp + q0 * r..i0 * kp + (q0 + qn) * r];
+                        // SAFETY: the caller checked the CPU for `F`'s kernel. `a_blk` holds
+                        // `qn * r` packed values and `panel` `qn * NR`; the output tile is rows
+                        // i0..i0 + r (< m) and columns n0..n0 + nb (< n, the masks cover only
+                        // those) of the `m x n` `out`, and no other task writes columns
+                        // n0..n0 + NR.
+                        unsafe {
+                            let c = outp.get().add(i0 * n + n0);
+                            F::kernel(r, a_blk, panel, qn, c, n, masks);
+                        }
+                    }
+                }
+            }
+        }
+        B_PACK.with(|c| *c.borrow_mut() = bp);
+    });
+    A_PACK.with(|c| *c.borrow_mut() = ap);
+}
+
+/// Packs A into `[block][unit][row]` (`ap[i0 * kp + p * r + rr]` = packed unit `p` of row
+/// `i0 + rr`): bf16 pairs (f32 rounded to bf16 first; an odd `k`'s last pair has a zero high
+/// half) or f32 bits.
+fn pack_a(a: APack<'_>, k: usize, kp: usize, blocks: &[(usize, usize)], ap: &mut [u32]) {
+    let mut chunks = Vec::with_capacity(blocks.len());
+    let mut rest = ap;
+    for &(i0, r) in blocks {
+        let (head, tail) = rest.split_at_mut(r * kp);
+        chunks.push((i0, r, head));
+        rest = tail;
+    }
+    let scratch_len = match a {
+        APack::Bf16(Lhs::F32(_)) => k,
+        _ => 0,
+    };
+    chunks.into_par_iter().for_each_init(
+        || vec![MaybeUninit::<u16>::uninit(); scratch_len],
+        |scratch, (i0, r, dst)| {
+            for rr in 0..r {
+                let row = i0 + rr;
+                let bits: &[u16] = match a {
+                    APack::F32(v) => {
+                        for (p, &x) in v[row * k..(row + 1) * k].iter().enumerate() {
+                            dst[p * r + rr] = x.to_bits();
+                        }
+                        continue;
+                    }
+                    APack::Bf16(Lhs::Bf16(v)) => bytemuck::cast_slice(&v[row * k..(row + 1) * k]),
+                    APack::Bf16(Lhs::F32(v)) => {
+                        let src = bytemuck::cast_slice(&v[row * k..(row + 1) * k]);
+                        // Bit-exact with `half::bf16::from_f32` on every level; Avx512Bf16 is
+                        // the level this GEMM runs on.
+                        convert_f32_bytes(Isa::Avx512Bf16, src, scratch, HalfFormat::Bf16);
+                        // SAFETY: `convert_f32_bytes` initialised all `k` values.
+                        unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u16>(), k) }
+                    }
+                };
+                let pairs = bits.chunks_exact(2);
+                let tail = pairs.remainder();
+                for (p, pair) in pairs.enumerate() {
+                    dst[p * r + rr] = u32::from(pair[0]) | (u32::from(pair[1]) << 16);
+                }
+                if let [last] = tail {
+                    dst[(kp - 1) * r + rr] = u32::from(*last);
+                }
+            }
+        },
+    );
+}
+
+/// Packs units `q0..q0 + qn` of W rows `n0..n0 + nb` as `bp[t * NR + j]` = unit `q0 + t` of row
+/// `n0 + j`; columns past `nb` and the high half of an odd `k`'s last bf16 pair are zero. `simd`
+/// transposes whole 16 x 16 blocks with AVX-512 (the caller checked the CPU); the rest, or all of
+/// it without `simd`, is packed unit by unit (the same values either way).
+pub(crate) fn pack_panel<F: Format>(
+    (w, w_offset, w_rs): (&[F::W], usize, usize),
+    k: usize,
+    (n0, nb): (usize, usize),
+    (q0, qn): (usize, usize),
+    bp: &mut [u32],
+    simd: bool,
+) {
+    if nb < NR {
+        bp.fill(0);
+    }
+    // Whole 16-row x 16-unit blocks by an AVX-512 transpose (units entirely inside the row), the
+    // rest unit by unit.
+    let whole_units = (k / F::PER).min(q0 + qn).saturating_sub(q0);
+    let (jv, tv) = if simd {
+        (nb / 16 * 16, whole_units / 16 * 16)
+    } else {
+        (0, 0)
+    };
+    for j0 in (0..jv).step_by(16) {
+        let rows: [usize; 16] = std::array::from_fn(|j| w_offset + (n0 + j0 + j) * w_rs);
+        for t0 in (0..tv).step_by(16) {
+            // SAFETY: AVX-512 support was checked by the caller (`simd`); every row holds
+            // elements `PER * (q0 + t0)..PER * (q0 + t0 + 16) <= k` (in bounds by the caller's
+            // assert), and `bp` holds units `t0..t0 + 16` of columns `j0..j0 + 16` (`t0 + 16 <= qn`).
+            unsafe {
+                x86::transpose16(w, rows, F::PER * (q0 + t0), &mut bp[t0 * NR + j0..]);
+            }
+        }
+    }
+    for j in 0..nb {
+        let row = &w[w_offset + (n0 + j) * w_rs..w_offset + (n0 + j) * w_rs + k];
+        let first = if j < jv { tv } else { 0 };
+        for t in first..qn {
+            bp[t * NR + j] = F::pack_w(row, F::PER * (q0 + t));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `out[c * 32 + j] = unit c of row j` for 16 rows and the 16 `u32` units (bf16 pairs or f32
+    /// values, 64 bytes) from element `e0`: a 16 x 16 transpose of `u32` (unpack 32, unpack 64,
+    /// two 128-bit lane shuffles).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; the 64 bytes from `w[rows[j] + e0]` must be inside `w` for
+    /// every `j`, and `out.len() >= 15 * 32 + 16`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose16<T>(w: &[T], rows: [usize; 16], e0: usize, out: &mut [u32]) {
+        debug_assert!(out.len() >= 15 * 32 + 16);
+        debug_assert!(rows
+            .iter()
+            .all(|&r| (r + e0) * size_of::<T>() + 64 <= std::mem::size_of_val(w)));
+        // SAFETY: the loads read 64 bytes at `rows[j] + e0` (in bounds by the contract).
+        let r: [__m512i; 16] = std::array::from_fn(|j| unsafe {
+            _mm512_loadu_si512(w.as_ptr().add(rows[j] + e0) as *const _)
+        });
+        let mut t = [_mm512_setzero_si512(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        // u[4 * g + e]: element e of each 128-bit lane, rows 4g..4g + 4.
+        let mut u = [_mm512_setzero_si512(); 16];
+        for g in 0..4 {
+            let (a, b, c, d) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+            u[4 * g] = _mm512_unpacklo_epi64(a, c);
+            u[4 * g + 1] = _mm512_unpackhi_epi64(a, c);
+            u[4 * g + 2] = _mm512_unpacklo_epi64(b, d);
+            u[4 * g + 3] = _mm512_unpackhi_epi64(b, d);
+        }
+        for e in 0..4 {
+            let v0 = _mm512_shuffle_i32x4::<0x88>(u[e], u[4 + e]);
+            let w0 = _mm512_shuffle_i32x4::<0xDD>(u[e], u[4 + e]);
+            let v1 = _mm512_shuffle_i32x4::<0x88>(u[8 + e], u[12 + e]);
+            let w1 = _mm512_shuffle_i32x4::<0xDD>(u[8 + e], u[12 + e]);
+            // Column c = 4 * lane + e.
+            let cols = [
+                (e, _mm512_shuffle_i32x4::<0x88>(v0, v1)),
+                (8 + e, _mm512_shuffle_i32x4::<0xDD>(v0, v1)),
+                (4 + e, _mm512_shuffle_i32x4::<0x88>(w0, w1)),
+                (12 + e, _mm512_shuffle_i32x4::<0xDD>(w0, w1)),
+            ];
+            for (c, v) in cols {
+                // SAFETY: `c * 32 + 16 <= out.len()` by the contract.
+                unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(c * 32) as *mut _, v) };
+            }
+        }
+    }
+
+    /// Prefetches the cache lines of `v` towards L2 (a hint: never faults, no effect on results).
+    pub(super) fn prefetch_l2<T>(v: &[T]) {
+        for off in (0..v.len()).step_by((64 / size_of::<T>()).max(1)) {
+            // SAFETY: prefetch is a hint that never faults; the address is inside `v`.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(v.as_ptr().add(off) as *const i8) };
+        }
+    }
+
+    /// `match r { 12 => kernel::<12>(..), .., _ => kernel::<1>(..) }` for a micro-kernel.
+    macro_rules! dispatch {
+        ($name:ident, $kernel:ident) => {
+            /// The micro-kernel for `r` rows (1..=12).
+            ///
+            /// # Safety
+            /// As the kernel with `R = r`.
+            pub(super) unsafe fn $name(
+                r: usize,
+                a: &[u32],
+                panel: &[u32],
+                kc: usize,
+                c: *mut f32,
+                ldc: usize,
+                masks: (u16, u16),
+            ) {
+                // SAFETY: forwarded contract.
+                unsafe {
+                    match r {
+                        12 => $kernel::<12>(a, panel, kc, c, ldc, masks),
+                        11 => $kernel::<11>(a, panel, kc, c, ldc, masks),
+                        10 => $kernel::<10>(a, panel, kc, c, ldc, masks),
+                        9 => $kernel::<9>(a, panel, kc, c, ldc, masks),
+                        8 => $kernel::<8>(a, panel, kc, c, ldc, masks),
+                        7 => $kernel::<7>(a, panel, kc, c, ldc, masks),
+                        6 => $kernel::<6>(a, panel, kc, c, ldc, masks),
+                        5 => $kernel::<5>(a, panel, kc, c, ldc, masks),
+                        4 => $kernel::<4>(a, panel, kc, c, ldc, masks),
+                        3 => $kernel::<3>(a, panel, kc, c, ldc, masks),
+                        2 => $kernel::<2>(a, panel, kc, c, ldc, masks),
+                        _ => $kernel::<1>(a, panel, kc, c, ldc, masks),
+                    }
+                }
+            }
+        };
+    }
+    dispatch!(dispatch_bf16, kernel_bf16);
+    dispatch!(dispatch_f32, kernel_f32);
+
+    /// Adds the `R x 32` tile `acc` into `c` (columns 0..16 / 16..32 selected by the masks).
+    ///
+    /// # Safety
+    /// `c + r * ldc + j` must be valid for reads and writes for `r < R` and every column `j`
+    /// set in `masks`, with no other thread accessing those elements.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn add_tile<const R: usize>(
+        acc: ([__m512; R], [__m512; R]),
+        c: *mut f32,
+        ldc: usize,
+        (m0, m1): (u16, u16),
+    ) {
+        for r in 0..R {
+            // SAFETY: the masked lanes are valid by the contract; masked-off lanes are not
+            // accessed.
+            unsafe {
+                let row = c.add(r * ldc);
+                let v0 = _mm512_maskz_loadu_ps(m0, row);
+                _mm512_mask_storeu_ps(row, m0, _mm512_add_ps(v0, acc.0[r]));
+                // Past the end of `out` when the panel has ≤ 16 columns (then `m1` is 0).
+                let hi = row.wrapping_add(16);
+                let v1 = _mm512_maskz_loadu_ps(m1, hi);
+                _mm512_mask_storeu_ps(hi, m1, _mm512_add_ps(v1, acc.1[r]));
+            }
+        }
+    }
+
+    /// `c[r * ldc + j] += sum_p A[p][r] · panel[p][j]` (bf16 pairs, `vdpbf16ps`) for `R` rows and
+    /// the 32 columns `j` selected by `masks` (columns 0..16, 16..32).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL and BF16; `a.len() >= kc * R`, `panel.len() >= kc * 32`,
+    /// and `c` as in [`add_tile`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn kernel_bf16<const R: usize>(
+        a: &[u32],
+        panel: &[u32],
+        kc: usize,
+        c: *mut f32,
+        ldc: usize,
+        masks: (u16, u16),
+    ) {
+        debug_assert!(a.len() >= R * kc && panel.len() >= kc * 32);
+        let mut acc0 = [_mm512_setzero_ps(); R];
+        let mut acc1 = [_mm512_setzero_ps(); R];
+        let bp = panel.as_ptr();
+        let ap = a.as_ptr();
+        for p in 0..kc {
+            // SAFETY: `p < kc`, so both loads are inside the panel and every A read inside `a`.
+            unsafe {
+                let b0: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(bp.add(p * 32) as *const _));
+                let b1: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(bp.add(p * 32 + 16) as *const _));
+                for r in 0..R {
+                    let av: __m512bh =
+                        std::mem::transmute(_mm512_set1_epi32(*ap.add(p * R + r) as i32));
+                    acc0[r] = _mm512_dpbf16_ps(acc0[r], av, b0);
+                    acc1[r] = _mm512_dpbf16_ps(acc1[r], av, b1);
+                }
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { add_tile((acc0, acc1), c, ldc, masks) }
+    }
+
+    /// `c[r * ldc + j] += sum_p A[p][r] · panel[p][j]` (f32, `vfmadd231ps`, in order of `p`) for
+    /// `R` rows and the 32 columns `j` selected by `masks` (columns 0..16, 16..32).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; `a.len() >= kc * R`, `panel.len() >= kc * 32`, and `c` as
+    /// in [`add_tile`].
+    #[target_feature(enable = "avx512f")]
+    unsafe fn kernel_f32<const R: usize>(
+        a: &[u32],
+        panel: &[u32],
+        kc: usize,
+        c: *mut f32,
+        ldc: usize,
+        masks: (u16, u16),
+    ) {
+        debug_assert!(a.len() >= R * kc && panel.len() >= kc * 32);
+        let mut acc0 = [_mm512_setzero_ps(); R];
+        let mut acc1 = [_mm512_setzero_ps(); R];
+        let bp = panel.as_ptr().cast::<f32>();
+        let ap = a.as_ptr().cast::<f32>();
+        for p in 0..kc {
+            // SAFETY: `p < kc`, so both loads are inside the panel and every A read inside `a`.
+            unsafe {
+                let b0 = _mm512_loadu_ps(bp.add(p * 32));
+                let b1 = _mm512_loadu_ps(bp.add(p * 32 + 16));
+                for r in 0..R {
+                    let av = _mm512_set1_ps(*ap.add(p * R + r));
+                    acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+                    acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+                }
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { add_tile((acc0, acc1), c, ldc, masks) }
+    }
+}
