@@ -543,7 +543,7 @@ impl Report<'_> {
             .collect();
         let _ = writeln!(
             s,
-            "\nCells: median (min–max) over the repetitions. Ratio columns: HF median / kosmos2 median, so > 1 means kosmos2 is faster (in brackets: the ratio of the two best runs, the least disturbed by other load); for peak RSS, kosmos2 / HF. HF runs `from_pretrained(dtype=...)` with its default SDPA attention; its bf16 is bf16 weights and activations, kosmos2's bf16 is bf16 weights with f32 activations, rounded to bf16 at the inputs of linear layers over more than 16 rows (encode, prefill). kosmos2 f32 `load` only maps the file (pages fault in during the first forward). kosmos2-int8 quantises the f32 checkpoint's text linears and lm_head at load (per output channel, symmetric; the rest stays f32) and is compared with HF bf16.{}",
+            "\nCells: median (min–max) over the repetitions. Ratio columns: HF median / kosmos2 median, so > 1 means kosmos2 is faster (in brackets: the ratio of the two best runs, the least disturbed by other load); for peak RSS, kosmos2 / HF. HF runs `from_pretrained(dtype=...)` with its default SDPA attention; its bf16 is bf16 weights and activations, kosmos2's bf16 is bf16 weights (stored packed for the panel GEMM on an AVX512_BF16 CPU) with f32 activations, rounded to bf16 at the inputs of linear layers over more than 16 rows (encode, prefill). kosmos2 f32 `load` only maps the file (pages fault in during the first forward). kosmos2-int8 quantises the f32 checkpoint's text linears and lm_head at load (per output channel, symmetric; the rest stays f32) and is compared with HF bf16.{}",
             if failures.is_empty() {
                 String::new()
             } else {

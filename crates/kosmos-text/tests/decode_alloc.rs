@@ -253,7 +253,11 @@ fn tiny_scenarios() {
 /// A wider synthetic decoder whose GEMVs and attention run on rayon (two workers), f32, bf16 and
 /// packed bf16 weights, 1 and 3 rows, a 300-token prompt (attention over heads in parallel).
 fn synthetic_scenarios() {
-    for (dtype, packed) in [(DType::F32, false), (DType::BF16, false), (DType::BF16, true)] {
+    for (dtype, packed) in [
+        (DType::F32, false),
+        (DType::BF16, false),
+        (DType::BF16, true),
+    ] {
         let lm = synthetic(dtype, packed);
         for batch in [1usize, 3] {
             let ids: Vec<u32> = (0..batch * 300)
