@@ -4,8 +4,10 @@
 //!   offset; views (`reshape`, `transpose`, `narrow`) share storage.
 //! - [`Device`]: `Cpu`, or `Cuda` (a stub type: without the `cuda` feature every CUDA call returns
 //!   [`Error::CudaNotCompiled`]).
-//! - [`ops`]: GEMM (the `gemm` crate) and GEMV (runtime-selected SIMD, see [`simd`]), LayerNorm,
-//!   softmax, attention, activations, embedding, patchify conv, argmax/top-k.
+//! - [`ops`]: GEMM (own AVX-512 panel GEMMs for f32 and bf16 weights, the `gemm` crate elsewhere)
+//!   and GEMV (runtime-selected SIMD, see [`simd`]), LayerNorm, softmax, attention, activations,
+//!   embedding, patchify conv, argmax/top-k.
+//! - [`packed::PackedBf16`]: bf16 linear weights stored once in the bf16 GEMM's panel layout.
 //! - [`WeightStore`]: zero-copy safetensors over `memmap2` with a validating header parser.
 //!
 //! SIMD is detected at run time (never `target-cpu=native`); `KOSMOS_SIMD=scalar|avx2|avx512|avx512bf16`
