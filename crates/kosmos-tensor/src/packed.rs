@@ -29,7 +29,10 @@ use crate::tensor::{check_cpu, Tensor};
 /// Rows per panel.
 pub(crate) const PANEL: usize = 32;
 #[cfg(target_arch = "x86_64")]
-const _: () = assert!(PANEL == crate::simd::panel_gemm::NR, "the GEMM's panel width");
+const _: () = assert!(
+    PANEL == crate::simd::panel_gemm::NR,
+    "the GEMM's panel width"
+);
 /// Weights converted and packed per task while loading (1 Mi: 4 MB of f32 source).
 const GROUP_ELEMS: usize = 1 << 20;
 
