@@ -4,9 +4,9 @@
 //!   offset; views (`reshape`, `transpose`, `narrow`) share storage.
 //! - [`Device`]: `Cpu`, or `Cuda` (a stub type: without the `cuda` feature every CUDA call returns
 //!   [`Error::CudaNotCompiled`]).
-//! - [`ops`]: GEMM (own AVX-512 panel GEMMs for f32 and bf16 weights, the `gemm` crate elsewhere)
-//!   and GEMV (runtime-selected SIMD, see [`simd`]), LayerNorm, softmax, attention, activations,
-//!   embedding, patchify conv, argmax/top-k.
+//! - [`ops`]: own AVX-512 panel GEMMs for f32 and bf16 weights (the `gemm` crate elsewhere), GEMV
+//!   (runtime-selected SIMD, see [`simd`]), LayerNorm, softmax, attention, activations, embedding,
+//!   patchify conv, argmax/top-k.
 //! - [`packed::PackedBf16`]: bf16 linear weights stored once in the bf16 GEMM's panel layout.
 //! - [`WeightStore`]: zero-copy safetensors over `memmap2` with a validating header parser.
 //!
