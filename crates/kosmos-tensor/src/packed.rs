@@ -81,8 +81,8 @@ impl PackedBf16 {
 
     /// Packs contiguous row-major bf16 rows `[n, k]`.
     pub(crate) fn from_rows(rows: &[bf16], n: usize, k: usize) -> PackedBf16 {
-        let mut data = Self::alloc(n, k);
         let kp = k.div_ceil(2);
+        let mut data = vec![0u32; n.div_ceil(PANEL) * kp * PANEL];
         let simd = simd_pack();
         data.par_chunks_mut(kp * PANEL)
             .enumerate()
@@ -153,11 +153,6 @@ impl PackedBf16 {
             k,
             data: Arc::new(data),
         }
-    }
-
-    /// A zeroed buffer for `[n, k]` (zero rows past `n` and zero high halves are part of the layout).
-    fn alloc(n: usize, k: usize) -> Vec<u32> {
-        vec![0u32; n.div_ceil(PANEL) * k.div_ceil(2) * PANEL]
     }
 
     /// `[out, in]`.

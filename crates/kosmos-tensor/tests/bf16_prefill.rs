@@ -21,19 +21,6 @@ const TOL: f64 = 1e-6;
 /// The most rows the decode GEMV takes.
 const GEMV: usize = ops::MAX_GEMV_ROWS;
 
-fn cfg(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-/// `v` rounded to bf16 (nearest even) and back.
-fn round_bf16(v: &[f32]) -> Vec<f32> {
-    v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect()
-}
-
 /// Reference on the bf16-rounded x and bias `b`; returns (values, error scale).
 fn reference(
     x: &[f32],
@@ -42,20 +29,6 @@ fn reference(
     (m, k, n): (usize, usize, usize),
 ) -> (Vec<f64>, Vec<f64>) {
     linear_ref(&round_bf16(x), w, b, m, k, n)
-}
-
-/// A `[n, k]` bf16 weight that is a view into a larger `[n + 3, k + pad]` tensor at row 2, column
-/// `col` (offset and row stride ≠ k), and its values.
-fn offset_view(seed: u64, n: usize, k: usize, pad: usize, col: usize) -> (Tensor, Vec<f32>) {
-    let (big, _) = typed(
-        &rand_vec(seed, (n + 3) * (k + pad), 1.0),
-        &[n + 3, k + pad],
-        DType::BF16,
-    );
-    let w = big.narrow(0, 2, n).unwrap().narrow(1, col, k).unwrap();
-    assert_eq!(w.strides()[0], k + pad);
-    let wv = w.to_vec_f32().unwrap();
-    (w, wv)
 }
 
 proptest! {
@@ -69,7 +42,7 @@ proptest! {
         let x = rand_vec(seed, m * k, 2.0);
         let b = rand_vec(seed ^ 2, n, 1.0);
         let (w, wv) = if strided {
-            offset_view(seed ^ 1, n, k, 1 + (seed % 7) as usize, (seed % 2) as usize)
+            offset_view(seed ^ 1, n, k, 1 + (seed % 7) as usize, (seed % 2) as usize, DType::BF16)
         } else {
             typed(&rand_vec(seed ^ 1, n * k, 1.0), &[n, k], DType::BF16)
         };

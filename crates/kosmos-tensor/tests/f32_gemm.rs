@@ -10,29 +10,11 @@
 mod support;
 
 use kosmos_tensor::simd::{with_isa, Isa};
-use kosmos_tensor::{ops, DType, Tensor};
+use kosmos_tensor::{ops, DType};
 use proptest::prelude::*;
 use support::*;
 
 const TOL: f64 = 1e-6;
-
-fn cfg(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-/// A `[n, k]` f32 weight that is a view into a larger `[n + 3, k + pad]` tensor at row 2, column
-/// `col` (offset and row stride ≠ k), and its values.
-fn offset_view(seed: u64, n: usize, k: usize, pad: usize, col: usize) -> (Tensor, Vec<f32>) {
-    let big = tensor(&rand_vec(seed, (n + 3) * (k + pad), 1.0), &[n + 3, k + pad]);
-    let w = big.narrow(0, 2, n).unwrap().narrow(1, col, k).unwrap();
-    assert_eq!(w.strides()[0], k + pad);
-    let wv = w.to_vec_f32().unwrap();
-    (w, wv)
-}
 
 proptest! {
     #![proptest_config(cfg(48))]
@@ -44,7 +26,7 @@ proptest! {
         let x = rand_vec(seed, m * k, 2.0);
         let b = rand_vec(seed ^ 2, n, 1.0);
         let (w, wv) = if strided {
-            offset_view(seed ^ 1, n, k, 1 + (seed % 7) as usize, (seed % 2) as usize)
+            offset_view(seed ^ 1, n, k, 1 + (seed % 7) as usize, (seed % 2) as usize, DType::F32)
         } else {
             let wv = rand_vec(seed ^ 1, n * k, 1.0);
             (tensor(&wv, &[n, k]), wv)

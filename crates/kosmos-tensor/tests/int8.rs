@@ -16,14 +16,6 @@ use support::*;
 
 const F32_TOL: f64 = 1e-6;
 
-fn cfg(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 /// `x [m, k] · deq(W)ᵀ + b` in f64 with `deq(W)[o, i] = scale[o] · q[o, i]` exactly; returns
 /// (values, Σ|terms| + |b| per output).
 fn int8_ref(x: &[f32], w: &Int8Weight, b: Option<&[f32]>, m: usize) -> (Vec<f64>, Vec<f64>) {

@@ -17,14 +17,6 @@ use support::*;
 const DTYPES: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
 const F32_TOL: f64 = 1e-6;
 
-fn cfg(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 /// Error scale for LayerNorm: f32 inputs of magnitude M carry ~eps·M absolute error, which
 /// normalisation divides by the row's std, so the bound grows with max|x| / std (conditioning).
 fn ln_scale(x: &[f32], want: &[f64], w: &[f32], b: &[f32], eps: f64) -> Vec<f64> {

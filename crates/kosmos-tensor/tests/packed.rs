@@ -15,24 +15,12 @@ mod support;
 use kosmos_tensor::nn::Linear;
 use kosmos_tensor::packed::PackedBf16;
 use kosmos_tensor::simd::{with_isa, Isa};
-use kosmos_tensor::{bf16, ops, write_safetensors, DType, Device, WeightStore};
+use kosmos_tensor::{ops, write_safetensors, DType, Device, WeightStore};
 use proptest::prelude::*;
 use support::*;
 
 const TOL: f64 = 1e-6;
 const GEMV: usize = ops::MAX_GEMV_ROWS;
-
-fn cfg(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-fn round_bf16(v: &[f32]) -> Vec<f32> {
-    v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect()
-}
 
 proptest! {
     #![proptest_config(cfg(40))]

@@ -135,14 +135,7 @@ pub fn linear_into(x: &[f32], w: &Tensor, b: Option<&Tensor>, out: &mut [f32]) -
         });
     }
     let (n, k) = (w.dims()[0], w.dims()[1]);
-    if x.is_empty() || !x.len().is_multiple_of(k) || out.len() != x.len() / k * n {
-        return Err(Error::ShapeMismatch {
-            op,
-            lhs: vec![x.len(), out.len()],
-            rhs: w.dims().to_vec(),
-        });
-    }
-    let rows = x.len() / k;
+    let rows = super::into_rows(op, x, out, [n, k])?;
     if let Some(b) = b {
         super::expect_vector(op, b, n, w)?;
         check_cpu(op, b.device())?;
@@ -177,13 +170,7 @@ pub fn linear_into(x: &[f32], w: &Tensor, b: Option<&Tensor>, out: &mut [f32]) -
     }
     match bias {
         None => {}
-        Some(Ok(bs)) => {
-            for row in out.chunks_mut(n) {
-                row.iter_mut()
-                    .enumerate()
-                    .for_each(|(i, v)| *v = bs.get_f32(i));
-            }
-        }
+        Some(Ok(bs)) => super::fill_rows(out, n, Some(bs)),
         Some(Err(bt)) => {
             let bv = bt.f32_cow(op)?;
             for row in out.chunks_mut(n) {

@@ -30,6 +30,7 @@ pub use reduce::{argmax_last_dim, argmax_slice, top_k_last_dim};
 pub use softmax::{log_softmax_last_dim, softmax_last_dim};
 
 use crate::error::{Error, Result};
+use crate::storage::CpuSlice;
 use crate::tensor::Tensor;
 
 /// Runs `f` on a thread of the rayon pool the ops use (the global pool, or the one `f`'s caller is
@@ -55,6 +56,36 @@ pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// ```
 pub fn warm_pool() {
     rayon::broadcast(|_| ());
+}
+
+/// The row count of an `_into` linear: `x` is `[rows, k]` and `out` `[rows, n]` (typed error otherwise).
+pub(crate) fn into_rows(
+    op: &'static str,
+    x: &[f32],
+    out: &[f32],
+    [n, k]: [usize; 2],
+) -> Result<usize> {
+    if x.is_empty() || !x.len().is_multiple_of(k) || out.len() != x.len() / k * n {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: vec![x.len(), out.len()],
+            rhs: vec![n, k],
+        });
+    }
+    Ok(x.len() / k)
+}
+
+/// Sets every `n`-wide row of `out` to `bias` (converted to f32), or to zero without one.
+pub(crate) fn fill_rows(out: &mut [f32], n: usize, bias: Option<CpuSlice<'_>>) {
+    for row in out.chunks_mut(n) {
+        match bias {
+            Some(bs) => row
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v = bs.get_f32(i)),
+            None => row.fill(0.0),
+        }
+    }
 }
 
 /// `(rows, cols)` of `x` seen as `[rows, last_dim]`; rejects rank 0 and empty tensors.

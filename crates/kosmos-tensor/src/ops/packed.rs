@@ -63,14 +63,7 @@ pub fn linear_packed_into(
     let op = "linear_packed_into";
     let isa = Isa::current();
     let [n, k] = w.dims();
-    if x.is_empty() || !x.len().is_multiple_of(k) || out.len() != x.len() / k * n {
-        return Err(Error::ShapeMismatch {
-            op,
-            lhs: vec![x.len(), out.len()],
-            rhs: w.dims().to_vec(),
-        });
-    }
-    let rows = x.len() / k;
+    let rows = super::into_rows(op, x, out, [n, k])?;
     let bias = match b {
         Some(b) => {
             check_cpu(op, b.device())?;
@@ -90,15 +83,7 @@ pub fn linear_packed_into(
     };
     #[cfg(target_arch = "x86_64")]
     if rows > MAX_GEMV_ROWS && isa == Isa::Avx512Bf16 {
-        for row in out.chunks_mut(n) {
-            match bias {
-                Some(bs) => row
-                    .iter_mut()
-                    .enumerate()
-                    .for_each(|(i, v)| *v = bs.get_f32(i)),
-                None => row.fill(0.0),
-            }
-        }
+        super::fill_rows(out, n, bias);
         let a = crate::simd::panel_gemm::Lhs::F32(x);
         crate::simd::panel_gemm::gemm_bf16_packed_avx512(a, (rows, n, k), w.data(), out);
         return Ok(());

@@ -186,6 +186,9 @@ impl APack<'_> {
     }
 }
 
+/// A micro-kernel dispatch: `(r, a, panel, kc, c, ldc, masks)` (see `x86::kernel_bf16`).
+type Kernel = unsafe fn(usize, &[u32], &[u32], usize, *mut f32, usize, (u16, u16));
+
 /// An element format of the panel GEMM: the weight type, how many weight elements one packed
 /// `u32` holds, and the micro-kernel that multiplies packed A and W.
 pub(crate) trait Format {
@@ -195,19 +198,9 @@ pub(crate) trait Format {
     const PER: usize;
     /// The packed `u32` of `row[e..e + PER]`, zero past the end of the row.
     fn pack_w(row: &[Self::W], e: usize) -> u32;
-    /// The micro-kernel for `r` rows (1..=`MR`).
-    ///
-    /// # Safety
-    /// As `x86::kernel_bf16` / `x86::kernel_f32` with `R = r`.
-    unsafe fn kernel(
-        r: usize,
-        a: &[u32],
-        panel: &[u32],
-        kc: usize,
-        c: *mut f32,
-        ldc: usize,
-        masks: (u16, u16),
-    );
+    /// The micro-kernel dispatch for `r` rows (1..=`MR`); its safety contract is that of
+    /// `x86::kernel_bf16` / `x86::kernel_f32` with `R = r`.
+    const KERNEL: Kernel;
 }
 
 /// bf16 weights, k-pairs per `u32`, `vdpbf16ps`.
@@ -220,18 +213,7 @@ impl Format for Bf16Pairs {
         let hi = row.get(e + 1).map_or(0, |h| u32::from(h.to_bits()));
         u32::from(row[e].to_bits()) | (hi << 16)
     }
-    unsafe fn kernel(
-        r: usize,
-        a: &[u32],
-        panel: &[u32],
-        kc: usize,
-        c: *mut f32,
-        ldc: usize,
-        masks: (u16, u16),
-    ) {
-        // SAFETY: forwarded contract.
-        unsafe { x86::dispatch_bf16(r, a, panel, kc, c, ldc, masks) }
-    }
+    const KERNEL: Kernel = x86::dispatch_bf16;
 }
 
 /// f32 weights, one per `u32`, `vfmadd231ps`.
@@ -243,18 +225,7 @@ impl Format for F32s {
     fn pack_w(row: &[f32], e: usize) -> u32 {
         row[e].to_bits()
     }
-    unsafe fn kernel(
-        r: usize,
-        a: &[u32],
-        panel: &[u32],
-        kc: usize,
-        c: *mut f32,
-        ldc: usize,
-        masks: (u16, u16),
-    ) {
-        // SAFETY: forwarded contract.
-        unsafe { x86::dispatch_f32(r, a, panel, kc, c, ldc, masks) }
-    }
+    const KERNEL: Kernel = x86::dispatch_f32;
 }
 
 /// The blocked GEMM of this module's header for format `F` (the caller checked the CPU).
@@ -364,7 +335,7 @@ fn gemm<F: Format>(
                         // n0..n0 + NR.
                         unsafe {
                             let c = outp.get().add(i0 * n + n0);
-                            F::kernel(r, a_blk, panel, qn, c, n, masks);
+                            (F::KERNEL)(r, a_blk, panel, qn, c, n, masks);
                         }
                     }
                 }

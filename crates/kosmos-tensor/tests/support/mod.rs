@@ -2,6 +2,42 @@
 #![allow(dead_code)]
 
 use kosmos_tensor::{bf16, f16, DType, Device, Tensor};
+use proptest::prelude::ProptestConfig;
+
+/// `cases` proptest cases, no failure-persistence files.
+pub fn cfg(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+/// `v` rounded to bf16 (nearest even) and back.
+pub fn round_bf16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect()
+}
+
+/// A `[n, k]` weight of `dtype` that is a view into a larger `[n + 3, k + pad]` tensor at row 2,
+/// column `col` (offset and row stride ≠ k), and its values.
+pub fn offset_view(
+    seed: u64,
+    n: usize,
+    k: usize,
+    pad: usize,
+    col: usize,
+    dtype: DType,
+) -> (Tensor, Vec<f32>) {
+    let (big, _) = typed(
+        &rand_vec(seed, (n + 3) * (k + pad), 1.0),
+        &[n + 3, k + pad],
+        dtype,
+    );
+    let w = big.narrow(0, 2, n).unwrap().narrow(1, col, k).unwrap();
+    assert_eq!(w.strides()[0], k + pad);
+    let wv = w.to_vec_f32().unwrap();
+    (w, wv)
+}
 
 /// Deterministic values in [-scale, scale) from a seed (SplitMix64).
 pub fn rand_vec(seed: u64, n: usize, scale: f32) -> Vec<f32> {
