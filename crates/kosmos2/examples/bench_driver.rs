@@ -15,7 +15,9 @@
 //! Output is line-based for xtask: `ROW\tcomponent\tmax_abs\tmax_rel\ttol\tpass`,
 //! `TOP1\tcomponent\tagree\ttotal`, `INFO\tkey\tvalue` and `RESULT\tkey=value ...`.
 //! Threads: the tensor crate uses rayon's global pool; set `RAYON_NUM_THREADS`.
-//! `KOSMOS2_RELEASE_VISION=1` (bench) drops the vision tower's mapped pages after each image encode.
+//! `KOSMOS2_RELEASE_VISION=1` (bench) drops the vision tower's mapped pages after each image encode;
+//! `KOSMOS2_RELEASE_TEXT=1` (bench) drops the text decoder's before every decode step (to measure
+//! what keeping f32 text weights out of the resident set would cost per token).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -652,8 +654,12 @@ fn generate_once(
     let prefill_ms = ms(t);
     Mem::now().print(&format!("{run}/prefill"));
 
+    let release_text = std::env::var_os("KOSMOS2_RELEASE_TEXT").is_some();
     let t = Instant::now();
     for i in 0..tokens {
+        if release_text {
+            model.model.release_text_pages();
+        }
         let tok = [forced_token(i)];
         mask.push(1);
         let text = TextInputs::from_ids(&tok, 1, 1)?.with_attention_mask(&mask);

@@ -121,6 +121,8 @@ pub struct Kosmos2Model {
     pub text_model: TextTransformer,
     /// The file pages of the vision tower's weights (for [`Kosmos2Model::release_vision_pages`]).
     vision_pages: MappedPages,
+    /// The file pages of the text decoder's weights (for [`Kosmos2Model::release_text_pages`]).
+    text_pages: MappedPages,
 }
 
 /// The parts read from a model directory.
@@ -174,6 +176,7 @@ impl Kosmos2Model {
                 image_to_text_projection,
                 text_model,
                 vision_pages: store.mapped_pages("vision_model."),
+                text_pages: store.mapped_pages("text_model."),
             },
             lm_head,
             tied,
@@ -187,6 +190,16 @@ impl Kosmos2Model {
     /// model this lowers peak RSS during decoding by the tower's 1.16 GiB.
     pub fn release_vision_pages(&self) {
         self.vision_pages.release();
+    }
+
+    /// Drops the text decoder's memory-mapped weight pages (and a tied or mapped `lm_head`'s) from
+    /// this process's resident set, e.g. while a process waits between requests. As with
+    /// [`Kosmos2Model::release_vision_pages`] only zero-copy weights are mapped and the weights stay
+    /// valid, but the next forward faults every page it reads back in: with the full-size f32 model
+    /// that is 5 GiB of minor faults, which costs more than a decode step's own time (measured in
+    /// `docs/performance.md`, "Load time and memory"), so this is not something to do per token.
+    pub fn release_text_pages(&self) {
+        self.text_pages.release();
     }
 
     /// The configuration.
