@@ -729,8 +729,8 @@ impl Report<'_> {
         let step_mib = self.decode_params * 4.0 / f64::from(1u32 << 20);
         Some(format!(
             "one decode step reads {step_mib:.0} MiB of f32 weights = {:.2}× HF f32's peak by \
-             itself; unmapping them between steps costs ≈ +190 ms/token (docs: \"Load time and \
-             memory\")",
+             itself; unmapping them between steps makes decode slower than HF f32 (session 5 in \
+             \"Load time and memory\" below)",
             step_mib / hf_mib
         ))
     }

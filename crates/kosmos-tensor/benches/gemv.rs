@@ -221,6 +221,53 @@ fn bench_gemm(c: &mut Criterion) {
     g.finish();
 }
 
+/// `fc1` with its activation: in the GEMM's epilogue (`forward_act`) against the layer followed by
+/// the standalone op (`apart`: a copy of the output and a second pass), on the model's two `fc1`
+/// shapes (vision: 257 rows, quick GELU; text prefill: 71 rows, erf GELU), weights rotated as in
+/// `gemm`. With the allocator tuning the model binaries apply (`alloc::keep_freed_memory`), so
+/// the second buffer of `apart` costs what it costs in a forward pass, not fresh page faults.
+fn bench_gemm_act(c: &mut Criterion) {
+    use kosmos_tensor::ops::Activation;
+    kosmos_tensor::alloc::keep_freed_memory();
+    let mut g = c.benchmark_group("gemm_act");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    let cases = [
+        (257usize, 1024usize, 4096usize, Activation::QuickGelu),
+        (71, 2048, 8192, Activation::GeluErf),
+    ];
+    for (m, k, n, act) in cases {
+        for (dtype, packed) in [(DType::F32, false), (DType::BF16, true)] {
+            let name = format_name(dtype, packed);
+            let x = Tensor::from_vec(filled(m * k, 1), &[m, k], &Device::Cpu).expect("x");
+            let count = (GEMM_ROTATE_BYTES / (n * k * dtype.size_in_bytes())).max(1);
+            let ws = rotated_weights(k, n, dtype, packed, count);
+            g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+            for fused in [true, false] {
+                let mut i = 0usize;
+                let mode = if fused { "fused" } else { "apart" };
+                g.bench_function(
+                    BenchmarkId::new(format!("w_{name}_{mode}"), format!("{m}x{k}->{n}")),
+                    |b| {
+                        b.iter(|| {
+                            let l = &ws[i % count];
+                            i += 1;
+                            let y = if fused {
+                                l.forward_act(&x, act)
+                            } else {
+                                l.forward(&x).and_then(|h| act.apply(&h))
+                            };
+                            black_box(y.expect("fc1"))
+                        })
+                    },
+                );
+            }
+        }
+    }
+    g.finish();
+}
+
 #[path = "support/vs_torch.rs"]
 mod vs_torch;
 
@@ -232,6 +279,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_gemv(&mut c);
     bench_gemm(&mut c);
+    bench_gemm_act(&mut c);
     c.final_summary();
     if "vs_torch".contains(filter.as_str()) || filter.contains("vs_torch") {
         vs_torch::run(read_bandwidth);

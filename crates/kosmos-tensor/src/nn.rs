@@ -179,6 +179,34 @@ impl Linear {
         }
     }
 
+    /// `act(self.forward(x))`, the activation applied as the output is produced (in the GEMM's
+    /// epilogue where there is one): bitwise the same as [`Linear::forward`] followed by
+    /// [`ops::Activation::apply`], without the second buffer. See [`ops::linear_act`].
+    ///
+    /// ```
+    /// use kosmos_tensor::{nn::Linear, ops::Activation, Device, Tensor};
+    /// let w = Tensor::from_vec(vec![1.0, 0.0, 0.0, 2.0], &[2, 2], &Device::Cpu)?;
+    /// let fc1 = Linear::new(w, None);
+    /// let x = Tensor::from_vec(vec![3.0, -4.0], &[1, 2], &Device::Cpu)?;
+    /// let fused = fc1.forward_act(&x, Activation::GeluErf)?;
+    /// assert_eq!(fused.to_vec_f32()?, Activation::GeluErf.apply(&fc1.forward(&x)?)?.to_vec_f32()?);
+    /// # Ok::<(), kosmos_tensor::Error>(())
+    /// ```
+    pub fn forward_act(&self, x: &Tensor, act: ops::Activation) -> Result<Tensor> {
+        match &self.weight {
+            LinearWeight::Dense(w) => ops::linear_act(x, w, self.bias.as_ref(), act),
+            LinearWeight::PackedBf16(p) => ops::linear_packed_act(x, p, self.bias.as_ref(), act),
+            LinearWeight::Int8(q) => {
+                let b = self
+                    .bias
+                    .as_ref()
+                    .map(|b| b.f32_cow("linear"))
+                    .transpose()?;
+                ops::linear_int8_act(x, q, b.as_deref(), act)
+            }
+        }
+    }
+
     /// Apply to f32 rows `x [rows, in]`, writing `out [rows, out]` (see [`ops::linear_into`] and
     /// [`ops::linear_int8_into`]); allocates nothing for up to [`ops::MAX_GEMV_ROWS`] rows.
     pub fn forward_into(&self, x: &[f32], out: &mut [f32]) -> Result<()> {

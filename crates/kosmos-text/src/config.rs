@@ -15,6 +15,15 @@ pub enum TextActivation {
     QuickGelu,
 }
 
+impl From<TextActivation> for kosmos_tensor::ops::Activation {
+    fn from(a: TextActivation) -> Self {
+        match a {
+            TextActivation::Gelu => Self::GeluErf,
+            TextActivation::QuickGelu => Self::QuickGelu,
+        }
+    }
+}
+
 /// A token id given either as one id or as a list (HF allows both for `eos_token_id`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]

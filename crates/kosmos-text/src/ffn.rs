@@ -1,7 +1,7 @@
 //! The feed-forward network with its sub-LN; mirrors HF `Kosmos2TextFFN`.
 
 use kosmos_tensor::nn::{LayerNorm, Linear};
-use kosmos_tensor::{ops, Tensor};
+use kosmos_tensor::Tensor;
 
 use crate::config::{Kosmos2TextConfig, TextActivation};
 use crate::error::Result;
@@ -38,11 +38,8 @@ impl TextFfn {
 
     /// Applies the FFN to `[.., embed_dim]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.fc1.forward(x)?;
-        let h = match self.activation {
-            TextActivation::Gelu => ops::gelu_erf(&h)?,
-            TextActivation::QuickGelu => ops::quick_gelu(&h)?,
-        };
+        // fc1 with the activation in its epilogue (bitwise fc1, then the activation).
+        let h = self.fc1.forward_act(x, self.activation.into())?;
         let h = self.ffn_layernorm.forward(&h)?;
         Ok(self.fc2.forward(&h)?)
     }

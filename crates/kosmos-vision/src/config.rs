@@ -15,6 +15,15 @@ pub enum VisionActivation {
     Gelu,
 }
 
+impl From<VisionActivation> for kosmos_tensor::ops::Activation {
+    fn from(a: VisionActivation) -> Self {
+        match a {
+            VisionActivation::QuickGelu => Self::QuickGelu,
+            VisionActivation::Gelu => Self::GeluErf,
+        }
+    }
+}
+
 /// The vision tower's configuration: CLIP ViT-L/14 at 224 pixels by default.
 ///
 /// Every field has the real checkpoint's value as its serde default, so the

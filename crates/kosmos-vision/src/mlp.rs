@@ -1,7 +1,7 @@
 //! `VisionMlp`, mirroring HF `Kosmos2VisionMLP` (CLIP's MLP): fc1 → quick_gelu → fc2.
 
 use kosmos_tensor::nn::Linear;
-use kosmos_tensor::{ops, DType, Device, Tensor, WeightStore};
+use kosmos_tensor::{DType, Device, Tensor, WeightStore};
 
 use crate::block::EncoderMlp;
 use crate::config::{Kosmos2VisionConfig, VisionActivation};
@@ -46,11 +46,10 @@ impl VisionMlp {
 
 impl EncoderMlp for VisionMlp {
     fn forward(&self, hidden_states: &Tensor) -> Result<Tensor> {
-        let h = self.fc1.forward(hidden_states)?;
-        let h = match self.activation {
-            VisionActivation::QuickGelu => ops::quick_gelu(&h)?,
-            VisionActivation::Gelu => ops::gelu_erf(&h)?,
-        };
+        // fc1 with the activation in its epilogue (bitwise fc1, then the activation).
+        let h = self
+            .fc1
+            .forward_act(hidden_states, self.activation.into())?;
         Ok(self.fc2.forward(&h)?)
     }
 }

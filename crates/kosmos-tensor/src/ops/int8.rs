@@ -5,8 +5,8 @@
 //!   `y[o] = scale[o] * dot(x, q[o]) + b[o]`.
 //! - More than `MAX_GEMV_ROWS` rows (prefill): the activations are rounded to bf16 (nearest even,
 //!   as the bf16 weights' GEMM does, see `ops::linear`) and multiplied by `q`, then each output
-//!   column is scaled. With AVX512_BF16, `q` goes to bf16 (exact: |q| <= 127) and through the
-//!   `vdpbf16ps` GEMM; elsewhere panels of `q` go to f32 for the f32 GEMM. int8 × bf16 products
+//!   column is scaled. With AVX512_BF16, `q` goes through the `vdpbf16ps` panel GEMM, each panel
+//!   block converted to bf16 (exact: |q| <= 127) while it is packed; elsewhere panels of `q` go to f32 for the f32 GEMM. int8 × bf16 products
 //!   are exact in f32, so every CPU computes the same products (summation order aside).
 
 use rayon::prelude::*;
@@ -16,6 +16,7 @@ use crate::ops::gemv::{
     group_rows, rows_per_task, spread_quad, worth_parallel, SharedOut, MAX_GEMV_ROWS,
 };
 use crate::ops::matmul::{gemm_f32, StridedMat};
+use crate::ops::{apply_opt, Activation};
 use crate::quant::Int8Weight;
 use crate::simd::int8::{dot4_i8, dot4_rows_i8, dot_i8, dot_rows_i8};
 use crate::simd::Isa;
@@ -35,6 +36,40 @@ const ROWS_PER_TASK: usize = 64;
 /// # Ok::<(), kosmos_tensor::Error>(())
 /// ```
 pub fn linear_int8(x: &Tensor, w: &Int8Weight, bias: Option<&[f32]>) -> Result<Tensor> {
+    int8_impl(x, w, bias, None)
+}
+
+/// `act(x · deq(W)ᵀ + b)`: bitwise [`linear_int8`] followed by the standalone activation op, with
+/// the activation applied in the GEMM's per-row scale pass (see [`super::linear_act`]).
+///
+/// ```
+/// use kosmos_tensor::{ops, ops::Activation, quant::Int8Weight, Device, Tensor};
+/// let w = Int8Weight::from_parts(vec![127, 0, -127, 127], vec![0.5, 1.0], 2, 2)?;
+/// let x = Tensor::from_vec(vec![1.0, 2.0], &[1, 2], &Device::Cpu)?;
+/// let fused = ops::linear_int8_act(&x, &w, None, Activation::GeluErf)?;
+/// let apart = ops::gelu_erf(&ops::linear_int8(&x, &w, None)?)?;
+/// assert_eq!(fused.to_vec_f32()?, apart.to_vec_f32()?);
+/// # Ok::<(), kosmos_tensor::Error>(())
+/// ```
+pub fn linear_int8_act(
+    x: &Tensor,
+    w: &Int8Weight,
+    bias: Option<&[f32]>,
+    act: Activation,
+) -> Result<Tensor> {
+    if x.dtype() != crate::DType::F32 {
+        return act.apply(&linear_int8(x, w, bias)?);
+    }
+    int8_impl(x, w, bias, Some(act))
+}
+
+/// [`linear_int8`] (`act: None`) or [`linear_int8_act`] with f32 activations.
+fn int8_impl(
+    x: &Tensor,
+    w: &Int8Weight,
+    bias: Option<&[f32]>,
+    act: Option<Activation>,
+) -> Result<Tensor> {
     const OP: &str = "linear_int8";
     let isa = Isa::current();
     check_cpu(OP, x.device())?;
@@ -62,8 +97,9 @@ pub fn linear_int8(x: &Tensor, w: &Int8Weight, bias: Option<&[f32]>) -> Result<T
     *shape.last_mut().unwrap_or(&mut 0) = n;
     if rows <= MAX_GEMV_ROWS {
         gemv_int8_rows_into(isa, &xv, rows, w, bias, &mut out);
+        apply_opt(act, &mut out);
     } else {
-        gemm_int8_into(&xv, rows, w, bias, &mut out);
+        gemm_int8_into(&xv, rows, w, bias, &mut out, act);
     }
     Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()))
 }
@@ -107,7 +143,7 @@ pub fn linear_int8_into(
     if rows <= MAX_GEMV_ROWS {
         gemv_int8_rows_into(Isa::current(), x, rows, w, bias, out);
     } else {
-        gemm_int8_into(x, rows, w, bias, out);
+        gemm_int8_into(x, rows, w, bias, out, None);
     }
     Ok(())
 }
@@ -246,53 +282,55 @@ fn gemv_int8_m<const M: usize>(
 }
 
 /// Multi-row path: `bf16(x) · qᵀ`, then scale (and bias). See the module docs.
-fn gemm_int8_into(x: &[f32], rows: usize, w: &Int8Weight, bias: Option<&[f32]>, out: &mut [f32]) {
+/// `act` (if any) is applied after the scale and bias, in the same pass on AVX512_BF16.
+fn gemm_int8_into(
+    x: &[f32],
+    rows: usize,
+    w: &Int8Weight,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    act: Option<Activation>,
+) {
     #[cfg(target_arch = "x86_64")]
     if Isa::current() == Isa::Avx512Bf16 {
-        return gemm_int8_bf16(x, rows, w, bias, out);
+        return gemm_int8_bf16(x, rows, w, bias, out, act);
     }
     // Round x to bf16 first: the same products as the `vdpbf16ps` path.
     gemm_int8_f32(&crate::convert::bf16_rounded(x), rows, w, bias, out);
+    apply_opt(act, &mut out[..rows * w.dims()[0]]);
 }
 
-/// `gemm_int8_into` on AVX512_BF16: `q` converted to bf16 once per call (exact), the `vdpbf16ps`
-/// GEMM (x rounded to bf16 while it is packed), then `out = out * scale + bias`.
+/// `gemm_int8_into` on AVX512_BF16: the `vdpbf16ps` panel GEMM reading `q` as it is (each panel
+/// block converted to bf16 pairs, exactly, while it is packed; x rounded to bf16 while it is
+/// packed), then `out = act(out * scale + bias)` row by row.
 #[cfg(target_arch = "x86_64")]
-fn gemm_int8_bf16(x: &[f32], rows: usize, w: &Int8Weight, bias: Option<&[f32]>, out: &mut [f32]) {
-    use crate::simd::panel_gemm::{gemm_bf16_avx512, Lhs};
+fn gemm_int8_bf16(
+    x: &[f32],
+    rows: usize,
+    w: &Int8Weight,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    act: Option<Activation>,
+) {
+    let isa = Isa::current();
+    use crate::simd::panel_gemm::{gemm_i8_avx512, Lhs};
     let [n, k] = w.dims();
-    let (q, scales) = (w.q(), w.scales());
-    // A reused buffer (a fresh 8–33 MB one per call costs more in page faults than the GEMM
-    // saves); buffers above `KEEP` bytes (a full-vocabulary head over many rows) are not kept.
-    const KEEP: usize = 64 << 20;
-    thread_local! {
-        static W_BF16: std::cell::RefCell<Vec<half::bf16>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let mut wb = W_BF16.with(|c| std::mem::take(&mut *c.borrow_mut()));
-    wb.resize(n * k, half::bf16::ZERO);
-    wb.par_chunks_mut(1 << 16)
-        .zip(q.par_chunks(1 << 16))
-        .for_each(|(d, s)| {
-            for (d, &v) in d.iter_mut().zip(s) {
-                // |v| <= 128 is exact in bf16: the top half of the f32 bits.
-                *d = half::bf16::from_bits((f32::from(v).to_bits() >> 16) as u16);
-            }
-        });
+    let scales = w.scales();
     out[..rows * n].fill(0.0);
-    gemm_bf16_avx512(Lhs::F32(x), (rows, n, k), &wb, 0, k, out);
-    if 2 * wb.len() <= KEEP {
-        W_BF16.with(|c| *c.borrow_mut() = wb);
-    }
-    out[..rows * n]
-        .par_chunks_mut(n)
-        .for_each(|row| match bias {
+    gemm_i8_avx512(Lhs::F32(x), (rows, n, k), w.q(), out);
+    out[..rows * n].par_chunks_mut(n).for_each(|row| {
+        match bias {
             Some(b) => {
                 for ((d, &s), &b) in row.iter_mut().zip(scales).zip(b) {
                     *d = *d * s + b;
                 }
             }
             None => row.iter_mut().zip(scales).for_each(|(d, &s)| *d *= s),
-        });
+        }
+        if let Some(a) = act {
+            a.apply_serial(isa, row);
+        }
+    });
 }
 
 /// The f32 GEMM path: per panel of output rows, `q` → f32 (exact) in a reused buffer, a
@@ -458,6 +496,42 @@ mod tests {
                     prop_assert!(((got as f64 - want) / (mag + 1e-30)).abs() < 1e-6, "{}", isa);
                 }
             }
+        }
+    }
+
+    /// On AVX512_BF16 the int8 GEMM packs `q` straight from its int8 rows: bitwise the bf16 panel
+    /// GEMM on `q` converted to bf16 first (the route it replaced), across K blocks (512 int8),
+    /// odd `k`, partial 16-row / 32-column panels and the extreme values -128 and 127.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn int8_gemm_is_bitwise_the_bf16_gemm_on_converted_weights() {
+        use crate::simd::panel_gemm::{gemm_bf16_avx512, gemm_i8_avx512, Lhs};
+        if !Isa::Avx512Bf16.is_supported() {
+            eprintln!("skipped: needs AVX512_BF16");
+            return;
+        }
+        let shapes = [
+            (17, 1, 1),
+            (20, 33, 47),
+            (17, 511, 16),
+            (25, 1025, 70),
+            (71, 1300, 33),
+        ];
+        for (i, (m, k, n)) in shapes.into_iter().enumerate() {
+            let mut q: Vec<i8> = weight(i as u64 + 7, n, k).q().to_vec();
+            q[0] = i8::MIN;
+            q[n * k - 1] = i8::MAX;
+            if n * k > 40 {
+                q[40] = i8::MIN;
+            }
+            let x = values(i as u64 + 99, m * k);
+            let mut got = vec![0f32; m * n];
+            gemm_i8_avx512(Lhs::F32(&x), (m, n, k), &q, &mut got);
+            let wb: Vec<half::bf16> = q.iter().map(|&v| half::bf16::from_f32(v.into())).collect();
+            let mut want = vec![0f32; m * n];
+            gemm_bf16_avx512(Lhs::F32(&x), (m, n, k), &wb, 0, k, &mut want, None);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "m={m} k={k} n={n}");
         }
     }
 

@@ -7,6 +7,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::gemv::{gemv_into, gemv_rows_into, WeightRows, MAX_GEMV_ROWS};
 use crate::ops::matmul::{f32_storage, gemm_f32, StridedMat};
+use crate::ops::{apply_opt, Activation};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::panel_gemm::Lhs;
 use crate::simd::Isa;
@@ -30,6 +31,40 @@ use crate::tensor::{check_cpu, Tensor};
 /// # Ok::<(), kosmos_tensor::Error>(())
 /// ```
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    linear_impl(x, w, b, None)
+}
+
+/// `act(x · Wᵀ + b)`: [`linear`] with the activation applied to the output as it is produced.
+///
+/// The result is bitwise that of [`linear`] followed by the standalone op
+/// ([`super::gelu_erf`] / [`super::quick_gelu`]). With f32 activations on AVX-512 the panel GEMMs
+/// apply it to each output tile in registers (no second pass, no copy); elsewhere it runs in place
+/// on the output. Activations in bf16/f16 are rounded to their dtype before the activation, as the
+/// two separate ops do.
+///
+/// ```
+/// use kosmos_tensor::{ops, ops::Activation, Device, Tensor};
+/// let x = Tensor::from_vec(vec![1.0, -2.0], &[1, 2], &Device::Cpu)?;
+/// let w = Tensor::from_vec(vec![1.0, 0.0, 0.0, 1.0], &[2, 2], &Device::Cpu)?;
+/// let fused = ops::linear_act(&x, &w, None, Activation::GeluErf)?;
+/// let apart = ops::gelu_erf(&ops::linear(&x, &w, None)?)?;
+/// assert_eq!(fused.to_vec_f32()?, apart.to_vec_f32()?);
+/// # Ok::<(), kosmos_tensor::Error>(())
+/// ```
+pub fn linear_act(x: &Tensor, w: &Tensor, b: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+    if x.dtype() != DType::F32 {
+        return act.apply(&linear(x, w, b)?);
+    }
+    linear_impl(x, w, b, Some(act))
+}
+
+/// [`linear`] (`act: None`) or [`linear_act`] with f32 activations.
+fn linear_impl(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    act: Option<Activation>,
+) -> Result<Tensor> {
     let isa = Isa::current();
     check_cpu("linear", x.device())?;
     check_cpu("linear", w.device())?;
@@ -62,6 +97,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             row_stride: w.strides()[0],
         };
         gemv_into(isa, &xv, rows_view, bias.as_deref(), &mut out);
+        apply_opt(act, &mut out);
         return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
     }
 
@@ -89,18 +125,20 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         {
             let (off, rs) = (w.layout.offset, w.strides()[0]);
             let a = Lhs::Bf16(a);
-            crate::simd::panel_gemm::gemm_bf16_avx512(a, (rows, n, k), wd, off, rs, &mut out);
+            let dims = (rows, n, k);
+            crate::simd::panel_gemm::gemm_bf16_avx512(a, dims, wd, off, rs, &mut out, act);
             return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
         }
     }
     if w.dtype() == DType::BF16 && rows > MAX_GEMV_ROWS {
-        bf16_weight_gemm(isa, &xv, rows, w, &mut out, bias.is_some())?;
+        bf16_weight_gemm(isa, &xv, rows, w, &mut out, bias.is_some(), act)?;
         return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
     }
     if w.dtype() == DType::F32 {
-        f32_weight_gemm(isa, lhs, rows, w, &mut out, bias.is_some());
+        f32_weight_gemm(isa, lhs, rows, w, &mut out, bias.is_some(), act);
     } else {
         half_weight_gemm(&mut out, rows, w, lhs, bias.is_some())?;
+        apply_opt(act, &mut out);
     }
     Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()))
 }
@@ -185,10 +223,10 @@ pub fn linear_into(x: &[f32], w: &Tensor, b: Option<&Tensor>, out: &mut [f32]) -
         cs: 1,
     };
     if w.dtype() == DType::F32 {
-        f32_weight_gemm(isa, lhs, rows, w, out, b.is_some());
+        f32_weight_gemm(isa, lhs, rows, w, out, b.is_some(), None);
         Ok(())
     } else if w.dtype() == DType::BF16 && rows > MAX_GEMV_ROWS {
-        bf16_weight_gemm(isa, x, rows, w, out, b.is_some())
+        bf16_weight_gemm(isa, x, rows, w, out, b.is_some(), None)
     } else {
         half_weight_gemm(out, rows, w, lhs, b.is_some())
     }
@@ -207,6 +245,7 @@ pub fn linear_into(x: &[f32], w: &Tensor, b: Option<&Tensor>, out: &mut [f32]) -
 /// costs one pass over x (`rows x k`), noise next to the `rows x k x n` GEMM, and keeps a model's
 /// bf16 mode equal in kind to HF's bf16 everywhere. Decode (≤ `MAX_GEMV_ROWS` (16) rows in
 /// [`linear_into`], one row in [`linear`]) keeps f32 activations, bitwise unchanged and batch-invariant.
+/// `act` is applied to the result (in the GEMM's epilogue on AVX512_BF16).
 fn bf16_weight_gemm(
     isa: Isa,
     x: &[f32],
@@ -214,6 +253,7 @@ fn bf16_weight_gemm(
     w: &Tensor,
     out: &mut [f32],
     accumulate: bool,
+    act: Option<Activation>,
 ) -> Result<()> {
     let (n, k) = (w.dims()[0], w.dims()[1]);
     #[cfg(target_arch = "x86_64")]
@@ -224,7 +264,7 @@ fn bf16_weight_gemm(
             }
             let (off, rs) = (w.layout.offset, w.strides()[0]);
             let a = Lhs::F32(x);
-            crate::simd::panel_gemm::gemm_bf16_avx512(a, (rows, n, k), wd, off, rs, out);
+            crate::simd::panel_gemm::gemm_bf16_avx512(a, (rows, n, k), wd, off, rs, out, act);
             return Ok(());
         }
     }
@@ -237,7 +277,9 @@ fn bf16_weight_gemm(
         rs: k,
         cs: 1,
     };
-    half_weight_gemm(out, rows, w, lhs, accumulate)
+    half_weight_gemm(out, rows, w, lhs, accumulate)?;
+    apply_opt(act, &mut out[..rows * n]);
+    Ok(())
 }
 
 /// GEMM with f32 weights: `out[rows, n] (+)= x · Wᵀ`, `x` row-major `[rows, k]` (`lhs`).
@@ -246,7 +288,8 @@ fn bf16_weight_gemm(
 /// each 32-row panel of `W` in K blocks right before use, so the weights are read once and nothing
 /// of the size of `Wᵀ` is written, which is what makes it faster than the `gemm` crate at the
 /// model's 71-row prefill (issue 4). Elsewhere (and for strided weights, e.g. a transposed view) the
-/// `gemm` crate reads `Wᵀ` through swapped strides.
+/// `gemm` crate reads `Wᵀ` through swapped strides. `act` is applied to the result (in the panel
+/// GEMM's epilogue on AVX-512).
 fn f32_weight_gemm(
     isa: Isa,
     lhs: StridedMat<'_>,
@@ -254,6 +297,7 @@ fn f32_weight_gemm(
     w: &Tensor,
     out: &mut [f32],
     accumulate: bool,
+    act: Option<Activation>,
 ) {
     let (n, k) = (w.dims()[0], w.dims()[1]);
     #[cfg(target_arch = "x86_64")]
@@ -263,7 +307,8 @@ fn f32_weight_gemm(
         }
         let a = &lhs.data[lhs.offset..lhs.offset + rows * k];
         let (off, rs) = (w.layout.offset, w.strides()[0]);
-        crate::simd::panel_gemm::gemm_f32_avx512(a, (rows, n, k), f32_storage(w), off, rs, out);
+        let dims = (rows, n, k);
+        crate::simd::panel_gemm::gemm_f32_avx512(a, dims, f32_storage(w), off, rs, out, act);
         return;
     }
     let _ = isa;
@@ -275,6 +320,7 @@ fn f32_weight_gemm(
         cs: w.strides()[0],
     };
     gemm_f32(out, n, (rows, n, k), lhs, rhs, accumulate, true);
+    apply_opt(act, &mut out[..rows * n]);
 }
 
 /// GEMM with bf16/f16 weights: convert panels of `W` rows to f32 (in parallel, into one reused buffer

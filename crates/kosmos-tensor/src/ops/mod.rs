@@ -14,18 +14,19 @@ mod packed;
 mod reduce;
 mod softmax;
 
-pub use activation::{gelu_erf, gelu_erf_inplace, quick_gelu, quick_gelu_inplace};
+pub(crate) use activation::apply_opt;
+pub use activation::{gelu_erf, gelu_erf_inplace, quick_gelu, quick_gelu_inplace, Activation};
 pub use attention::{attention, attention_decode_into, attention_with_probs, DecodeAttention};
 pub use conv::patchify_conv;
 pub use embedding::{embedding, embedding_into};
 pub use gemv::MAX_GEMV_ROWS;
-pub use int8::{linear_int8, linear_int8_into};
-pub use linear::{linear, linear_into};
+pub use int8::{linear_int8, linear_int8_act, linear_int8_into};
+pub use linear::{linear, linear_act, linear_into};
 pub use matmul::matmul;
 pub use norm::{
     add_layer_norm, add_layer_norm_into, l2_normalize_last_dim, layer_norm, layer_norm_into,
 };
-pub use packed::{linear_packed, linear_packed_into};
+pub use packed::{linear_packed, linear_packed_act, linear_packed_into};
 pub use reduce::{argmax_last_dim, argmax_slice, top_k_last_dim};
 pub use softmax::{log_softmax_last_dim, softmax_last_dim};
 

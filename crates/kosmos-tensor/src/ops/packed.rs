@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::ops::gemv::{SharedOut, MAX_GEMV_ROWS};
+use crate::ops::{apply_opt, Activation};
 use crate::packed::{PackedBf16, PANEL};
 use crate::simd::Isa;
 use crate::storage::CpuSlice;
@@ -32,6 +33,42 @@ const GROUP: usize = 4;
 /// # Ok::<(), kosmos_tensor::Error>(())
 /// ```
 pub fn linear_packed(x: &Tensor, w: &PackedBf16, b: Option<&Tensor>) -> Result<Tensor> {
+    packed_impl(x, w, b, None)
+}
+
+/// `act(x · Wᵀ + b)` for a packed bf16 weight: bitwise [`linear_packed`] followed by the
+/// standalone activation op, with the activation applied in the GEMM's epilogue on AVX512_BF16
+/// (see [`super::linear_act`]).
+///
+/// ```
+/// use kosmos_tensor::{ops, ops::Activation, packed::PackedBf16, Device, Tensor};
+/// let w = Tensor::from_vec(vec![1.0, 0.0, 0.0, 1.0], &[2, 2], &Device::Cpu)?;
+/// let p = PackedBf16::from_tensor(&w)?;
+/// let x = Tensor::from_vec(vec![1.0, -2.0], &[1, 2], &Device::Cpu)?;
+/// let fused = ops::linear_packed_act(&x, &p, None, Activation::QuickGelu)?;
+/// let apart = ops::quick_gelu(&ops::linear_packed(&x, &p, None)?)?;
+/// assert_eq!(fused.to_vec_f32()?, apart.to_vec_f32()?);
+/// # Ok::<(), kosmos_tensor::Error>(())
+/// ```
+pub fn linear_packed_act(
+    x: &Tensor,
+    w: &PackedBf16,
+    b: Option<&Tensor>,
+    act: Activation,
+) -> Result<Tensor> {
+    if x.dtype() != crate::DType::F32 {
+        return act.apply(&linear_packed(x, w, b)?);
+    }
+    packed_impl(x, w, b, Some(act))
+}
+
+/// [`linear_packed`] (`act: None`) or [`linear_packed_act`] with f32 activations.
+fn packed_impl(
+    x: &Tensor,
+    w: &PackedBf16,
+    b: Option<&Tensor>,
+    act: Option<Activation>,
+) -> Result<Tensor> {
     check_cpu("linear_packed", x.device())?;
     let (rows, k) = super::rows_cols("linear_packed", x)?;
     let [n, wk] = w.dims();
@@ -44,7 +81,7 @@ pub fn linear_packed(x: &Tensor, w: &PackedBf16, b: Option<&Tensor>) -> Result<T
     }
     let xv = x.f32_cow("linear_packed")?;
     let mut out = vec![0f32; rows * n];
-    linear_packed_into(&xv, w, b, &mut out)?;
+    packed_into(&xv, w, b, &mut out, act)?;
     let mut shape = x.dims().to_vec();
     if let Some(last) = shape.last_mut() {
         *last = n;
@@ -59,6 +96,17 @@ pub fn linear_packed_into(
     w: &PackedBf16,
     b: Option<&Tensor>,
     out: &mut [f32],
+) -> Result<()> {
+    packed_into(x, w, b, out, None)
+}
+
+/// [`linear_packed_into`], then `act` (in the GEMM's epilogue on AVX512_BF16).
+fn packed_into(
+    x: &[f32],
+    w: &PackedBf16,
+    b: Option<&Tensor>,
+    out: &mut [f32],
+    act: Option<Activation>,
 ) -> Result<()> {
     let op = "linear_packed_into";
     let isa = Isa::current();
@@ -85,7 +133,7 @@ pub fn linear_packed_into(
     if rows > MAX_GEMV_ROWS && isa == Isa::Avx512Bf16 {
         super::fill_rows(out, n, bias);
         let a = crate::simd::panel_gemm::Lhs::F32(x);
-        crate::simd::panel_gemm::gemm_bf16_packed_avx512(a, (rows, n, k), w.data(), out);
+        crate::simd::panel_gemm::gemm_bf16_packed_avx512(a, (rows, n, k), w.data(), out, act);
         return Ok(());
     }
     if rows > MAX_GEMV_ROWS {
@@ -95,6 +143,7 @@ pub fn linear_packed_into(
     } else {
         gemv_packed(isa, x, rows, w, bias, out);
     }
+    apply_opt(act, &mut out[..rows * n]);
     Ok(())
 }
 

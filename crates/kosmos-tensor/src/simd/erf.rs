@@ -27,7 +27,7 @@ pub(crate) fn gelu_scalar(v: f32) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     use crate::simd::exp::x86::exp16;
@@ -184,7 +184,7 @@ mod x86 {
 
     /// `gelu` of 16 lanes: `v * 0.5 * (1 + erf(v * FRAC_1_SQRT_2))`, the scalar GELU's operations.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    fn gelu16(v: __m512) -> __m512 {
+    pub(crate) fn gelu16(v: __m512) -> __m512 {
         let e = erf16(_mm512_mul_ps(v, set(std::f32::consts::FRAC_1_SQRT_2)));
         _mm512_mul_ps(_mm512_mul_ps(v, set(0.5)), _mm512_add_ps(set(1.0), e))
     }

@@ -61,6 +61,15 @@ pub(crate) mod x86 {
         _mm512_mask_mov_ps(res, nan, x)
     }
 
+    /// CLIP's quick GELU of 16 lanes, `v * (1 / (1 + exp(-1.702 v)))`: the operations of
+    /// `ops::quick_gelu` (with this `exp`), so bitwise its AVX-512 result.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(crate) fn quick_gelu16(v: __m512) -> __m512 {
+        let e = exp16(_mm512_mul_ps(_mm512_set1_ps(-1.702), v));
+        let one = _mm512_set1_ps(1.0);
+        _mm512_mul_ps(v, _mm512_div_ps(one, _mm512_add_ps(one, e)))
+    }
+
     /// # Safety
     /// The CPU must support AVX-512 F/BW/VL.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]

@@ -1,5 +1,7 @@
 //! Panel GEMMs on AVX-512: `out[m, n] += A[m, k] · W[n, k]ᵀ` with f32 accumulation, for bf16 weights
-//! (`vdpbf16ps` on AVX512_BF16) and f32 weights (`vfmadd231ps`), `W` stored `[out, in]` as in PyTorch.
+//! (`vdpbf16ps` on AVX512_BF16), int8 weights (their values converted to bf16 while they are packed,
+//! exact for |q| ≤ 256, then the bf16 kernel) and f32 weights (`vfmadd231ps`), `W` stored
+//! `[out, in]` as in PyTorch.
 //!
 //! Used by `linear` above the GEMV sizes. For bf16 weights the activations are bf16 already, or f32
 //! rounded to bf16 (nearest even, bit-exact with `half::bf16::from_f32`) while they are packed, which
@@ -17,7 +19,9 @@
 //!   task's panels. Every W element is packed exactly once per call, so unlike a GEMM that packs
 //!   all of `Wᵀ` up front, the weights are read from DRAM once and never written back.
 //! - The `R x 32` micro-kernel (R ≤ 12: 24 accumulators) adds its K block's partial sums into `out`
-//!   (masked for the last panel's columns), so no per-call output buffer exists either.
+//!   (masked for the last panel's columns), so no per-call output buffer exists either. With an
+//!   [`Activation`], the last K block's call applies it to the finished tile before storing it (the
+//!   16-lane functions of the standalone ops, so bitwise `activation(out)` afterwards).
 //!
 //! Products of bf16 values are exact in f32, so the bf16 result differs from an f32 GEMM on the
 //! same (rounded) inputs by summation order only (and `vdpbf16ps` flushes bf16 denormals to zero).
@@ -29,6 +33,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use crate::convert::{convert_f32_bytes, HalfFormat};
+use crate::ops::Activation;
 use crate::simd::Isa;
 
 /// Output columns per panel (two zmm registers of f32).
@@ -101,13 +106,14 @@ pub(crate) fn gemm_bf16_avx512(
     w_offset: usize,
     w_rs: usize,
     out: &mut [f32],
+    act: Option<Activation>,
 ) {
     assert!(
         Isa::Avx512Bf16.is_supported(),
         "gemm_bf16 needs AVX512_BF16"
     );
     let src = WSrc::Rows { w, w_offset, w_rs };
-    gemm::<Bf16Pairs>(a.into(), (m, n, k), src, out);
+    gemm::<Bf16Pairs>(a.into(), (m, n, k), src, out, act);
 }
 
 /// [`gemm_bf16_avx512`] with the weights pre-packed (`PackedBf16`'s layout: panel `pi` is
@@ -121,12 +127,38 @@ pub(crate) fn gemm_bf16_packed_avx512(
     (m, n, k): (usize, usize, usize),
     packed: &[u32],
     out: &mut [f32],
+    act: Option<Activation>,
 ) {
     assert!(
         Isa::Avx512Bf16.is_supported(),
         "gemm_bf16 needs AVX512_BF16"
     );
-    gemm::<Bf16Pairs>(a.into(), (m, n, k), WSrc::Packed(packed), out);
+    gemm::<Bf16Pairs>(a.into(), (m, n, k), WSrc::Packed(packed), out, act);
+}
+
+/// `out[i * n + j] += sum_p a[i * k + p] * q[j * k + p]` for int8 weights `q` (`[n, k]`,
+/// contiguous), with `a` rounded to bf16: bitwise [`gemm_bf16_avx512`] on `q` converted to bf16
+/// (exact), without that conversion's `n x k` buffer (each panel block is converted while it is
+/// packed).
+///
+/// # Panics
+/// If the slices are too short for the given sizes, or the CPU lacks AVX512_BF16.
+pub(crate) fn gemm_i8_avx512(
+    a: Lhs<'_>,
+    (m, n, k): (usize, usize, usize),
+    q: &[i8],
+    out: &mut [f32],
+) {
+    assert!(
+        Isa::Avx512Bf16.is_supported(),
+        "gemm_bf16 needs AVX512_BF16"
+    );
+    let src = WSrc::Rows {
+        w: q,
+        w_offset: 0,
+        w_rs: k,
+    };
+    gemm::<I8Pairs>(a.into(), (m, n, k), src, out, None);
 }
 
 /// `out[i * n + j] += sum_p a[i * k + p] * w[w_offset + j * w_rs + p]` in f32 (`vfmadd231ps`):
@@ -143,10 +175,11 @@ pub(crate) fn gemm_f32_avx512(
     w_offset: usize,
     w_rs: usize,
     out: &mut [f32],
+    act: Option<Activation>,
 ) {
     assert!(Isa::Avx512.is_supported(), "gemm_f32 needs AVX-512");
     let src = WSrc::Rows { w, w_offset, w_rs };
-    gemm::<F32s>(APack::F32(a), (m, n, k), src, out);
+    gemm::<F32s>(APack::F32(a), (m, n, k), src, out, act);
 }
 
 /// Where [`gemm`] reads W.
@@ -186,8 +219,21 @@ impl APack<'_> {
     }
 }
 
-/// A micro-kernel dispatch: `(r, a, panel, kc, c, ldc, masks)` (see `x86::kernel_bf16`).
-type Kernel = unsafe fn(usize, &[u32], &[u32], usize, *mut f32, usize, (u16, u16));
+/// What a micro-kernel does with its finished tile: the column masks of the panel's two halves,
+/// and the activation to apply (on the last K block only).
+pub(crate) type TileOut = ((u16, u16), Option<Activation>);
+
+/// A micro-kernel dispatch: `(r, a, panel, kc, c, ldc, tile)` (see `x86::kernel_bf16`).
+type Kernel = unsafe fn(usize, &[u32], &[u32], usize, *mut f32, usize, TileOut);
+
+/// How [`pack_panel`]'s AVX-512 transpose reads 16 packed units of a weight row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowLoad {
+    /// 64 bytes as they are (bf16 pairs, f32 values).
+    Units,
+    /// 32 int8 values, converted to 32 bf16 (exact), i.e. 16 bf16 pairs.
+    I8ToBf16,
+}
 
 /// An element format of the panel GEMM: the weight type, how many weight elements one packed
 /// `u32` holds, and the micro-kernel that multiplies packed A and W.
@@ -201,6 +247,8 @@ pub(crate) trait Format {
     /// The micro-kernel dispatch for `r` rows (1..=`MR`); its safety contract is that of
     /// `x86::kernel_bf16` / `x86::kernel_f32` with `R = r`.
     const KERNEL: Kernel;
+    /// How the transpose loads a row's 16 units.
+    const LOAD: RowLoad = RowLoad::Units;
 }
 
 /// bf16 weights, k-pairs per `u32`, `vdpbf16ps`.
@@ -214,6 +262,25 @@ impl Format for Bf16Pairs {
         u32::from(row[e].to_bits()) | (hi << 16)
     }
     const KERNEL: Kernel = x86::dispatch_bf16;
+}
+
+/// int8 weights as bf16 k-pairs (an int8 value is exact in bf16), `vdpbf16ps`.
+struct I8Pairs;
+
+/// The bf16 bits of an int8 value (exact: the top half of its f32 bits).
+fn i8_bf16_bits(v: i8) -> u32 {
+    f32::from(v).to_bits() >> 16
+}
+
+impl Format for I8Pairs {
+    type W = i8;
+    const PER: usize = 2;
+    fn pack_w(row: &[i8], e: usize) -> u32 {
+        let hi = row.get(e + 1).map_or(0, |&h| i8_bf16_bits(h));
+        i8_bf16_bits(row[e]) | (hi << 16)
+    }
+    const KERNEL: Kernel = x86::dispatch_bf16;
+    const LOAD: RowLoad = RowLoad::I8ToBf16;
 }
 
 /// f32 weights, one per `u32`, `vfmadd231ps`.
@@ -234,6 +301,7 @@ fn gemm<F: Format>(
     (m, n, k): (usize, usize, usize),
     src: WSrc<'_, F::W>,
     out: &mut [f32],
+    act: Option<Activation>,
 ) {
     assert!(a.len() >= m * k && out.len() >= m * n, "panel gemm bounds");
     let kp = k.div_ceil(F::PER);
@@ -266,6 +334,8 @@ fn gemm<F: Format>(
         let (p0, p1) = (t * per_task, ((t + 1) * per_task).min(panels));
         for q0 in (0..kp).step_by(KC) {
             let qn = KC.min(kp - q0);
+            // The activation goes with the K block that finishes the tiles.
+            let epilogue = if q0 + qn == kp { act } else { None };
             if matches!(src, WSrc::Rows { .. }) {
                 bp.resize((p1 - p0) * qn * NR, 0);
             }
@@ -335,7 +405,7 @@ fn gemm<F: Format>(
                         // n0..n0 + NR.
                         unsafe {
                             let c = outp.get().add(i0 * n + n0);
-                            (F::KERNEL)(r, a_blk, panel, qn, c, n, masks);
+                            (F::KERNEL)(r, a_blk, panel, qn, c, n, (masks, epilogue));
                         }
                     }
                 }
@@ -426,7 +496,13 @@ pub(crate) fn pack_panel<F: Format>(
             // elements `PER * (q0 + t0)..PER * (q0 + t0 + 16) <= k` (in bounds by the caller's
             // assert), and `bp` holds units `t0..t0 + 16` of columns `j0..j0 + 16` (`t0 + 16 <= qn`).
             unsafe {
-                x86::transpose16(w, rows, F::PER * (q0 + t0), &mut bp[t0 * NR + j0..]);
+                x86::transpose16(
+                    w,
+                    rows,
+                    F::PER * (q0 + t0),
+                    F::LOAD,
+                    &mut bp[t0 * NR + j0..],
+                );
             }
         }
     }
@@ -443,22 +519,41 @@ pub(crate) fn pack_panel<F: Format>(
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// `out[c * 32 + j] = unit c of row j` for 16 rows and the 16 `u32` units (bf16 pairs or f32
-    /// values, 64 bytes) from element `e0`: a 16 x 16 transpose of `u32` (unpack 32, unpack 64,
-    /// two 128-bit lane shuffles).
+    use crate::ops::Activation;
+    use crate::simd::erf::x86::gelu16;
+    use crate::simd::exp::x86::quick_gelu16;
+
+    /// `out[c * 32 + j] = unit c of row j` for 16 rows and the 16 `u32` units from element `e0`:
+    /// a 16 x 16 transpose of `u32` (unpack 32, unpack 64, two 128-bit lane shuffles). `load`:
+    /// `Units` reads 64 bytes per row (bf16 pairs or f32 values), `I8ToBf16` 32 int8 values,
+    /// converted to bf16 pairs.
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F; the 64 bytes from `w[rows[j] + e0]` must be inside `w` for
-    /// every `j`, and `out.len() >= 15 * 32 + 16`.
+    /// The CPU must support AVX-512 F; the 64 (`Units`) or 32 (`I8ToBf16`, `T = i8`) bytes from
+    /// `w[rows[j] + e0]` must be inside `w` for every `j`, and `out.len() >= 15 * 32 + 16`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn transpose16<T>(w: &[T], rows: [usize; 16], e0: usize, out: &mut [u32]) {
+    pub(super) unsafe fn transpose16<T>(
+        w: &[T],
+        rows: [usize; 16],
+        e0: usize,
+        load: super::RowLoad,
+        out: &mut [u32],
+    ) {
+        let i8_rows = load == super::RowLoad::I8ToBf16;
+        let bytes = if i8_rows { 32 } else { 64 };
         debug_assert!(out.len() >= 15 * 32 + 16);
+        debug_assert!(!i8_rows || size_of::<T>() == 1);
         debug_assert!(rows
             .iter()
-            .all(|&r| (r + e0) * size_of::<T>() + 64 <= std::mem::size_of_val(w)));
-        // SAFETY: the loads read 64 bytes at `rows[j] + e0` (in bounds by the contract).
+            .all(|&r| (r + e0) * size_of::<T>() + bytes <= std::mem::size_of_val(w)));
+        // SAFETY: the loads read `bytes` bytes at `rows[j] + e0` (in bounds by the contract).
         let r: [__m512i; 16] = std::array::from_fn(|j| unsafe {
-            _mm512_loadu_si512(w.as_ptr().add(rows[j] + e0) as *const _)
+            let at = w.as_ptr().add(rows[j] + e0);
+            if i8_rows {
+                i8x32_to_bf16(at as *const i8)
+            } else {
+                _mm512_loadu_si512(at as *const _)
+            }
         });
         let mut t = [_mm512_setzero_si512(); 16];
         for i in 0..8 {
@@ -493,6 +588,22 @@ mod x86 {
         }
     }
 
+    /// The 32 int8 values at `p` as 32 bf16 (exact), in order: 16 bf16 pairs.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; `p..p + 32` must be readable.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn i8x32_to_bf16(p: *const i8) -> __m512i {
+        // i8 -> i32 -> f32 (exact) -> the f32's top 16 bits (its exact bf16) -> u16.
+        let half = |off: usize| {
+            // SAFETY: `p + off..p + off + 16` is inside the contract's 32 bytes.
+            let v = _mm512_cvtepi8_epi32(unsafe { _mm_loadu_si128(p.add(off) as *const __m128i) });
+            let bits = _mm512_srli_epi32::<16>(_mm512_castps_si512(_mm512_cvtepi32_ps(v)));
+            _mm512_cvtepi32_epi16(bits)
+        };
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(half(0)), half(16))
+    }
+
     /// Prefetches the cache lines of `v` towards L2 (a hint: never faults, no effect on results).
     pub(super) fn prefetch_l2<T>(v: &[T]) {
         for off in (0..v.len()).step_by((64 / size_of::<T>()).max(1)) {
@@ -515,23 +626,23 @@ mod x86 {
                 kc: usize,
                 c: *mut f32,
                 ldc: usize,
-                masks: (u16, u16),
+                m: super::TileOut,
             ) {
                 // SAFETY: forwarded contract.
                 unsafe {
                     match r {
-                        12 => $kernel::<12>(a, panel, kc, c, ldc, masks),
-                        11 => $kernel::<11>(a, panel, kc, c, ldc, masks),
-                        10 => $kernel::<10>(a, panel, kc, c, ldc, masks),
-                        9 => $kernel::<9>(a, panel, kc, c, ldc, masks),
-                        8 => $kernel::<8>(a, panel, kc, c, ldc, masks),
-                        7 => $kernel::<7>(a, panel, kc, c, ldc, masks),
-                        6 => $kernel::<6>(a, panel, kc, c, ldc, masks),
-                        5 => $kernel::<5>(a, panel, kc, c, ldc, masks),
-                        4 => $kernel::<4>(a, panel, kc, c, ldc, masks),
-                        3 => $kernel::<3>(a, panel, kc, c, ldc, masks),
-                        2 => $kernel::<2>(a, panel, kc, c, ldc, masks),
-                        _ => $kernel::<1>(a, panel, kc, c, ldc, masks),
+                        12 => $kernel::<12>(a, panel, kc, c, ldc, m),
+                        11 => $kernel::<11>(a, panel, kc, c, ldc, m),
+                        10 => $kernel::<10>(a, panel, kc, c, ldc, m),
+                        9 => $kernel::<9>(a, panel, kc, c, ldc, m),
+                        8 => $kernel::<8>(a, panel, kc, c, ldc, m),
+                        7 => $kernel::<7>(a, panel, kc, c, ldc, m),
+                        6 => $kernel::<6>(a, panel, kc, c, ldc, m),
+                        5 => $kernel::<5>(a, panel, kc, c, ldc, m),
+                        4 => $kernel::<4>(a, panel, kc, c, ldc, m),
+                        3 => $kernel::<3>(a, panel, kc, c, ldc, m),
+                        2 => $kernel::<2>(a, panel, kc, c, ldc, m),
+                        _ => $kernel::<1>(a, panel, kc, c, ldc, m),
                     }
                 }
             }
@@ -540,29 +651,36 @@ mod x86 {
     dispatch!(dispatch_bf16, kernel_bf16);
     dispatch!(dispatch_f32, kernel_f32);
 
-    /// Adds the `R x 32` tile `acc` into `c` (columns 0..16 / 16..32 selected by the masks).
+    /// Adds the `R x 32` tile `acc` into `c` (columns 0..16 / 16..32 selected by the masks), then
+    /// applies `act` (if any) to the sums before storing them.
     ///
     /// # Safety
-    /// `c + r * ldc + j` must be valid for reads and writes for `r < R` and every column `j`
-    /// set in `masks`, with no other thread accessing those elements.
-    #[target_feature(enable = "avx512f")]
+    /// The CPU must support AVX-512 F/BW/VL; `c + r * ldc + j` must be valid for reads and writes
+    /// for `r < R` and every column `j` set in `masks`, with no other thread accessing those
+    /// elements.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn add_tile<const R: usize>(
         acc: ([__m512; R], [__m512; R]),
         c: *mut f32,
         ldc: usize,
-        (m0, m1): (u16, u16),
+        ((m0, m1), act): super::TileOut,
     ) {
+        let f = |v: __m512| match act {
+            None => v,
+            Some(Activation::GeluErf) => gelu16(v),
+            Some(Activation::QuickGelu) => quick_gelu16(v),
+        };
         for r in 0..R {
             // SAFETY: the masked lanes are valid by the contract; masked-off lanes are not
             // accessed.
             unsafe {
                 let row = c.add(r * ldc);
                 let v0 = _mm512_maskz_loadu_ps(m0, row);
-                _mm512_mask_storeu_ps(row, m0, _mm512_add_ps(v0, acc.0[r]));
+                _mm512_mask_storeu_ps(row, m0, f(_mm512_add_ps(v0, acc.0[r])));
                 // Past the end of `out` when the panel has ≤ 16 columns (then `m1` is 0).
                 let hi = row.wrapping_add(16);
                 let v1 = _mm512_maskz_loadu_ps(m1, hi);
-                _mm512_mask_storeu_ps(hi, m1, _mm512_add_ps(v1, acc.1[r]));
+                _mm512_mask_storeu_ps(hi, m1, f(_mm512_add_ps(v1, acc.1[r])));
             }
         }
     }
@@ -580,7 +698,7 @@ mod x86 {
         kc: usize,
         c: *mut f32,
         ldc: usize,
-        masks: (u16, u16),
+        masks: super::TileOut,
     ) {
         debug_assert!(a.len() >= R * kc && panel.len() >= kc * 32);
         let mut acc0 = [_mm512_setzero_ps(); R];
@@ -610,16 +728,16 @@ mod x86 {
     /// `R` rows and the 32 columns `j` selected by `masks` (columns 0..16, 16..32).
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F; `a.len() >= kc * R`, `panel.len() >= kc * 32`, and `c` as
-    /// in [`add_tile`].
-    #[target_feature(enable = "avx512f")]
+    /// The CPU must support AVX-512 F/BW/VL; `a.len() >= kc * R`, `panel.len() >= kc * 32`, and `c`
+    /// as in [`add_tile`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn kernel_f32<const R: usize>(
         a: &[u32],
         panel: &[u32],
         kc: usize,
         c: *mut f32,
         ldc: usize,
-        masks: (u16, u16),
+        masks: super::TileOut,
     ) {
         debug_assert!(a.len() >= R * kc && panel.len() >= kc * 32);
         let mut acc0 = [_mm512_setzero_ps(); R];
