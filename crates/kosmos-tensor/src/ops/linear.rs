@@ -86,11 +86,11 @@ fn linear_impl(
         None => None,
     };
     let xv = x.f32_cow("linear")?;
-    let mut out = vec![0f32; rows * n];
     let mut shape = x.dims().to_vec();
     *shape.last_mut().unwrap_or(&mut 0) = n;
 
     if rows == 1 && w.strides()[1] == 1 {
+        let mut out = vec![0f32; n];
         let rows_view = WeightRows {
             data: w.storage.slice(),
             offset: w.layout.offset,
@@ -101,11 +101,8 @@ fn linear_impl(
         return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
     }
 
-    if let Some(b) = &bias {
-        for row in out.chunks_mut(n) {
-            row.copy_from_slice(b);
-        }
-    }
+    // Every GEMM below accumulates into `out`, which starts as the bias rows (or zeros).
+    let mut out = super::bias_rows(rows, n, bias.as_deref().map(CpuSlice::F32));
     let lhs = StridedMat {
         data: &xv,
         offset: 0,
@@ -131,13 +128,13 @@ fn linear_impl(
         }
     }
     if w.dtype() == DType::BF16 && rows > MAX_GEMV_ROWS {
-        bf16_weight_gemm(isa, &xv, rows, w, &mut out, bias.is_some(), act)?;
+        bf16_weight_gemm(isa, &xv, rows, w, &mut out, true, act)?;
         return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
     }
     if w.dtype() == DType::F32 {
-        f32_weight_gemm(isa, lhs, rows, w, &mut out, bias.is_some(), act);
+        f32_weight_gemm(isa, lhs, rows, w, &mut out, true, act);
     } else {
-        half_weight_gemm(&mut out, rows, w, lhs, bias.is_some())?;
+        half_weight_gemm(&mut out, rows, w, lhs, true)?;
         apply_opt(act, &mut out);
     }
     Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()))

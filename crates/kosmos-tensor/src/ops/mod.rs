@@ -76,16 +76,36 @@ pub(crate) fn into_rows(
     Ok(x.len() / k)
 }
 
+/// The bias as f32 (borrowed when it is f32 already).
+fn bias_f32(bias: CpuSlice<'_>) -> std::borrow::Cow<'_, [f32]> {
+    match bias {
+        CpuSlice::F32(b) => std::borrow::Cow::Borrowed(b),
+        other => (0..other.len()).map(|i| other.get_f32(i)).collect(),
+    }
+}
+
 /// Sets every `n`-wide row of `out` to `bias` (converted to f32), or to zero without one.
 pub(crate) fn fill_rows(out: &mut [f32], n: usize, bias: Option<CpuSlice<'_>>) {
-    for row in out.chunks_mut(n) {
-        match bias {
-            Some(bs) => row
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, v)| *v = bs.get_f32(i)),
-            None => row.fill(0.0),
+    match bias {
+        Some(bs) => {
+            let b = bias_f32(bs);
+            out.chunks_mut(n).for_each(|row| row.copy_from_slice(&b));
         }
+        None => out.fill(0.0),
+    }
+}
+
+/// A new `[rows, n]` buffer holding `bias` in every row (zeros without one), written once: the
+/// starting value of a GEMM that accumulates into its output.
+pub(crate) fn bias_rows(rows: usize, n: usize, bias: Option<CpuSlice<'_>>) -> Vec<f32> {
+    match bias {
+        Some(bs) => {
+            let b = bias_f32(bs);
+            let mut out = Vec::with_capacity(rows * n);
+            (0..rows).for_each(|_| out.extend_from_slice(&b));
+            out
+        }
+        None => vec![0f32; rows * n],
     }
 }
 

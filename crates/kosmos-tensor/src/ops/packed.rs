@@ -70,7 +70,7 @@ fn packed_impl(
     act: Option<Activation>,
 ) -> Result<Tensor> {
     check_cpu("linear_packed", x.device())?;
-    let (rows, k) = super::rows_cols("linear_packed", x)?;
+    let (_, k) = super::rows_cols("linear_packed", x)?;
     let [n, wk] = w.dims();
     if wk != k {
         return Err(Error::ShapeMismatch {
@@ -80,8 +80,8 @@ fn packed_impl(
         });
     }
     let xv = x.f32_cow("linear_packed")?;
-    let mut out = vec![0f32; rows * n];
-    packed_into(&xv, w, b, &mut out, act)?;
+    let mut out = Vec::new();
+    packed_into(&xv, w, b, Out::New(&mut out), act)?;
     let mut shape = x.dims().to_vec();
     if let Some(last) = shape.last_mut() {
         *last = n;
@@ -97,7 +97,15 @@ pub fn linear_packed_into(
     b: Option<&Tensor>,
     out: &mut [f32],
 ) -> Result<()> {
-    packed_into(x, w, b, out, None)
+    packed_into(x, w, b, Out::Given(out), None)
+}
+
+/// Where [`packed_into`] writes.
+enum Out<'a> {
+    /// A caller's `[rows, n]` buffer.
+    Given(&'a mut [f32]),
+    /// A new buffer, created here (so that the GEMM's starting bias rows are written once).
+    New(&'a mut Vec<f32>),
 }
 
 /// [`linear_packed_into`], then `act` (in the GEMM's epilogue on AVX512_BF16).
@@ -105,13 +113,23 @@ fn packed_into(
     x: &[f32],
     w: &PackedBf16,
     b: Option<&Tensor>,
-    out: &mut [f32],
+    out: Out<'_>,
     act: Option<Activation>,
 ) -> Result<()> {
     let op = "linear_packed_into";
     let isa = Isa::current();
     let [n, k] = w.dims();
-    let rows = super::into_rows(op, x, out, [n, k])?;
+    let rows = match &out {
+        Out::Given(o) => super::into_rows(op, x, o, [n, k])?,
+        Out::New(_) if !x.is_empty() && x.len().is_multiple_of(k) => x.len() / k,
+        Out::New(_) => {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: vec![x.len()],
+                rhs: vec![n, k],
+            })
+        }
+    };
     let bias = match b {
         Some(b) => {
             check_cpu(op, b.device())?;
@@ -129,9 +147,26 @@ fn packed_into(
         }
         None => None,
     };
+    let gemm = cfg!(target_arch = "x86_64") && rows > MAX_GEMV_ROWS && isa == Isa::Avx512Bf16;
+    let out: &mut [f32] = match out {
+        Out::Given(o) => {
+            if gemm {
+                super::fill_rows(o, n, bias);
+            }
+            o
+        }
+        Out::New(v) => {
+            // The GEMM accumulates onto the bias rows; the GEMV writes every output itself.
+            *v = if gemm {
+                super::bias_rows(rows, n, bias)
+            } else {
+                vec![0f32; rows * n]
+            };
+            v
+        }
+    };
     #[cfg(target_arch = "x86_64")]
-    if rows > MAX_GEMV_ROWS && isa == Isa::Avx512Bf16 {
-        super::fill_rows(out, n, bias);
+    if gemm {
         let a = crate::simd::panel_gemm::Lhs::F32(x);
         crate::simd::panel_gemm::gemm_bf16_packed_avx512(a, (rows, n, k), w.data(), out, act);
         return Ok(());
