@@ -466,3 +466,60 @@ fn gelu_matches_torch_values() {
         );
     }
 }
+
+/// Heads of the vision tower's size (257 tokens, 64 dims, `[B, T, H, hd]` views as the model
+/// makes them, with a mask), on every level against the f64 reference.
+#[test]
+fn attention_on_vision_sized_heads_matches_reference() {
+    let (b, h, t, hd) = (1, 2, 257, 64);
+    let data = |seed| rand_vec(seed, b * h * t * hd, 1.0);
+    let (q, k, v) = (data(1), data(2), data(3));
+    let mask: Vec<f32> = rand_vec(4, t * t, 1.0)
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| if m > 0.5 && i % t != 0 { -1e9 } else { m })
+        .collect();
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (want_o, want_p) = attention_ref(
+        &q,
+        &k,
+        &v,
+        Some((&mask[..], false)),
+        (b, h, t, t, hd),
+        scale,
+    );
+    let view = |d: &[f32]| {
+        let bthd = tensor(d, &[b, h, t, hd])
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        bthd.transpose(1, 2).unwrap()
+    };
+    let (qt, kt, vt) = (view(&q), view(&k), view(&v));
+    let mt = tensor(&mask, &[1, 1, t, t]);
+    for isa in Isa::available() {
+        let (o, p) = with_isa(isa, || {
+            ops::attention_with_probs(&qt, &kt, &vt, Some(&mt), scale)
+        })
+        .unwrap()
+        .unwrap();
+        let ones = vec![1.0; want_o.len()];
+        let tol = 4.0 * F32_TOL * (t as f64).sqrt();
+        assert_close(
+            &format!("out {isa}"),
+            &o.to_vec_f32().unwrap(),
+            &want_o,
+            &ones,
+            tol,
+        );
+        let ones = vec![1.0; want_p.len()];
+        assert_close(
+            &format!("probs {isa}"),
+            &p.to_vec_f32().unwrap(),
+            &want_p,
+            &ones,
+            4.0 * F32_TOL,
+        );
+    }
+}
