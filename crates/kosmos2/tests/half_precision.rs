@@ -5,13 +5,13 @@
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+#[path = "forward/mod.rs"]
+mod forward;
 #[path = "../../kosmos-text/tests/support/mod.rs"]
 mod support;
 
-use kosmos2::{
-    DType, Device, Kosmos2ForConditionalGeneration, Kosmos2ForwardOptions, Kosmos2Inputs,
-    LmOptions, LogitsMode, TextInputs,
-};
+use forward::fixture_logits;
+use kosmos2::{DType, Device, Kosmos2ForConditionalGeneration};
 use support::{model_dir, rel_err, Fixture, MODELS};
 
 fn argmax(row: &[f32]) -> usize {
@@ -34,18 +34,7 @@ fn run(dtype: DType, tol: f64) -> (f64, usize, usize) {
         let fx = Fixture::open(&dir.join("reference.safetensors"));
         let s = fx.shape("input_ids");
         let (b, t) = (s[0], s[1]);
-        let (ids, pm) = (fx.u32("input_ids"), fx.u32("image_embeds_position_mask"));
-        let pixels = fx.tensor("pixel_values");
-        let inputs = Kosmos2Inputs::new(TextInputs::from_ids(&ids, b, t).unwrap())
-            .with_pixel_values(&pixels, &pm);
-        let lm = LmOptions {
-            logits: LogitsMode::All,
-            labels: None,
-        };
-        let out = model
-            .forward(&inputs, None, &Kosmos2ForwardOptions::default(), &lm)
-            .unwrap();
-        let logits = out.logits.unwrap().to_vec_f32().unwrap();
+        let logits = fixture_logits(&model, &fx);
         let v = logits.len() / (b * t);
         let (got, want) = if fx.has("logits") {
             (logits.clone(), fx.f32("logits"))

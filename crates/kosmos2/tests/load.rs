@@ -3,15 +3,15 @@
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+#[path = "forward/mod.rs"]
+mod forward;
 #[path = "../../kosmos-text/tests/support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
 
-use kosmos2::{
-    DType, Device, Error, Kosmos2ForConditionalGeneration, Kosmos2ForwardOptions, Kosmos2Inputs,
-    Kosmos2Model, LmOptions, LogitsMode, Tensor, TextInputs,
-};
+use forward::fixture_logits;
+use kosmos2::{DType, Device, Error, Kosmos2ForConditionalGeneration, Kosmos2Model, Tensor};
 use kosmos_tensor::{write_safetensors, WeightStore};
 use support::{model_dir, Fixture};
 
@@ -56,22 +56,6 @@ fn write(path: &Path, tensors: &[(String, Tensor)]) {
     write_safetensors(path, &refs).unwrap();
 }
 
-fn logits(model: &Kosmos2ForConditionalGeneration, fx: &Fixture) -> Vec<f32> {
-    let s = fx.shape("input_ids");
-    let (ids, pm) = (fx.u32("input_ids"), fx.u32("image_embeds_position_mask"));
-    let pixels = fx.tensor("pixel_values");
-    let inputs = Kosmos2Inputs::new(TextInputs::from_ids(&ids, s[0], s[1]).unwrap())
-        .with_pixel_values(&pixels, &pm);
-    let lm = LmOptions {
-        logits: LogitsMode::All,
-        labels: None,
-    };
-    let out = model
-        .forward(&inputs, None, &Kosmos2ForwardOptions::default(), &lm)
-        .unwrap();
-    out.logits.unwrap().to_vec_f32().unwrap()
-}
-
 #[test]
 fn sharded_checkpoint_loads_like_a_single_file() {
     let src = model_dir(&common::fixtures_dir(), "tiny-wide");
@@ -100,7 +84,7 @@ fn sharded_checkpoint_loads_like_a_single_file() {
     let sharded = Kosmos2ForConditionalGeneration::load(&tmp.0, &Device::Cpu, DType::F32).unwrap();
     assert!(!sharded.is_tied());
     let fx = Fixture::open(&src.join("reference.safetensors"));
-    assert_eq!(logits(&single, &fx), logits(&sharded, &fx));
+    assert_eq!(fixture_logits(&single, &fx), fixture_logits(&sharded, &fx));
 }
 
 #[test]
@@ -122,7 +106,7 @@ fn stored_lm_head_is_used_and_absent_one_is_tied() {
     let stored = Kosmos2ForConditionalGeneration::load(&tmp.0, &Device::Cpu, DType::F32).unwrap();
     assert!(tied.is_tied() && !stored.is_tied());
     let fx = Fixture::open(&src.join("reference.safetensors"));
-    assert_eq!(logits(&tied, &fx), logits(&stored, &fx));
+    assert_eq!(fixture_logits(&tied, &fx), fixture_logits(&stored, &fx));
     // Kosmos2Model accepts a checkpoint with a head (and ignores it).
     assert!(Kosmos2Model::load(&tmp.0, &Device::Cpu, DType::F32).is_ok());
 }

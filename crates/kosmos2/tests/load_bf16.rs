@@ -4,6 +4,8 @@
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+#[path = "forward/mod.rs"]
+mod forward;
 #[path = "../../kosmos-text/tests/support/mod.rs"]
 mod support;
 
@@ -113,27 +115,11 @@ fn released_vision_pages_give_the_same_image_features() {
 
 #[test]
 fn released_text_pages_give_the_same_logits() {
-    use kosmos2::{Kosmos2ForwardOptions, Kosmos2Inputs, LmOptions, LogitsMode, TextInputs};
     let dir = model_dir(&common::fixtures_dir(), "tiny");
     let fx = support::Fixture::open(&dir.join("reference.safetensors"));
-    let s = fx.shape("input_ids");
-    let (ids, pm) = (fx.u32("input_ids"), fx.u32("image_embeds_position_mask"));
-    let pixels = fx.tensor("pixel_values");
     let model = Kosmos2ForConditionalGeneration::load(&dir, &Device::Cpu, DType::F32).unwrap();
-    let logits = || {
-        let inputs = Kosmos2Inputs::new(TextInputs::from_ids(&ids, s[0], s[1]).unwrap())
-            .with_pixel_values(&pixels, &pm);
-        let lm = LmOptions {
-            logits: LogitsMode::All,
-            labels: None,
-        };
-        let out = model
-            .forward(&inputs, None, &Kosmos2ForwardOptions::default(), &lm)
-            .unwrap();
-        out.logits.unwrap().to_vec_f32().unwrap()
-    };
-    let first = logits();
+    let first = forward::fixture_logits(&model, &fx);
     model.model.release_text_pages();
     model.model.release_vision_pages();
-    assert_eq!(first, logits());
+    assert_eq!(first, forward::fixture_logits(&model, &fx));
 }

@@ -7,33 +7,16 @@
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+#[path = "forward/mod.rs"]
+mod forward;
 #[path = "../../kosmos-text/tests/support/mod.rs"]
 mod support;
 
+use forward::fixture_logits;
 use kosmos2::generation::{generate, GenerationConfig, Prompt, PromptBatch};
-use kosmos2::{
-    DType, Device, Kosmos2ForConditionalGeneration, Kosmos2ForwardOptions, Kosmos2Inputs,
-    Kosmos2Lm, LmOptions, LogitsMode, TextInputs,
-};
+use kosmos2::{DType, Device, Kosmos2ForConditionalGeneration, Kosmos2Lm};
 use kosmos_tensor::simd::{with_isa, Isa};
 use support::{model_dir, rel_err, Fixture, MODELS};
-
-fn logits(model: &Kosmos2ForConditionalGeneration, fx: &Fixture) -> Vec<f32> {
-    let s = fx.shape("input_ids");
-    let (b, t) = (s[0], s[1]);
-    let (ids, pm) = (fx.u32("input_ids"), fx.u32("image_embeds_position_mask"));
-    let pixels = fx.tensor("pixel_values");
-    let inputs = Kosmos2Inputs::new(TextInputs::from_ids(&ids, b, t).unwrap())
-        .with_pixel_values(&pixels, &pm);
-    let lm = LmOptions {
-        logits: LogitsMode::All,
-        labels: None,
-    };
-    let out = model
-        .forward(&inputs, None, &Kosmos2ForwardOptions::default(), &lm)
-        .unwrap();
-    out.logits.unwrap().to_vec_f32().unwrap()
-}
 
 #[test]
 fn packed_and_row_major_bf16_agree() {
@@ -51,7 +34,7 @@ fn packed_and_row_major_bf16_agree() {
         .unwrap()
         .unwrap();
         let fx = Fixture::open(&dir.join("reference.safetensors"));
-        let (a, b) = (logits(&packed, &fx), logits(&rows, &fx));
+        let (a, b) = (fixture_logits(&packed, &fx), fixture_logits(&rows, &fx));
         let err = rel_err(&a, &b);
         assert!(
             err <= 1e-5,

@@ -143,6 +143,8 @@ pub fn linear_int8_into(
     if rows <= MAX_GEMV_ROWS {
         gemv_int8_rows_into(Isa::current(), x, rows, w, bias, out);
     } else {
+        // The bf16 GEMM accumulates into `out` (a fresh buffer in `linear_int8` is zeros already).
+        out.fill(0.0);
         gemm_int8_into(x, rows, w, bias, out, None);
     }
     Ok(())
@@ -281,7 +283,8 @@ fn gemv_int8_m<const M: usize>(
     }
 }
 
-/// Multi-row path: `bf16(x) · qᵀ`, then scale (and bias). See the module docs.
+/// Multi-row path: `bf16(x) · qᵀ`, then scale (and bias). See the module docs. `out` must hold
+/// zeros (the AVX512_BF16 GEMM accumulates into it).
 /// `act` (if any) is applied after the scale and bias, in the same pass on AVX512_BF16.
 fn gemm_int8_into(
     x: &[f32],
@@ -316,7 +319,6 @@ fn gemm_int8_bf16(
     use crate::simd::panel_gemm::{gemm_i8_avx512, Lhs};
     let [n, k] = w.dims();
     let scales = w.scales();
-    out[..rows * n].fill(0.0);
     gemm_i8_avx512(Lhs::F32(x), (rows, n, k), w.q(), out);
     out[..rows * n].par_chunks_mut(n).for_each(|row| {
         match bias {

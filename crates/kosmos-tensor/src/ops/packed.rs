@@ -70,7 +70,7 @@ fn packed_impl(
     act: Option<Activation>,
 ) -> Result<Tensor> {
     check_cpu("linear_packed", x.device())?;
-    let (_, k) = super::rows_cols("linear_packed", x)?;
+    let (rows, k) = super::rows_cols("linear_packed", x)?;
     let [n, wk] = w.dims();
     if wk != k {
         return Err(Error::ShapeMismatch {
@@ -81,7 +81,16 @@ fn packed_impl(
     }
     let xv = x.f32_cow("linear_packed")?;
     let mut out = Vec::new();
-    packed_into(&xv, w, b, Out::New(&mut out), act)?;
+    packed_into(
+        &xv,
+        w,
+        b,
+        Out::New {
+            out: &mut out,
+            rows,
+        },
+        act,
+    )?;
     let mut shape = x.dims().to_vec();
     if let Some(last) = shape.last_mut() {
         *last = n;
@@ -104,8 +113,9 @@ pub fn linear_packed_into(
 enum Out<'a> {
     /// A caller's `[rows, n]` buffer.
     Given(&'a mut [f32]),
-    /// A new buffer, created here (so that the GEMM's starting bias rows are written once).
-    New(&'a mut Vec<f32>),
+    /// A new buffer for `rows` rows of x (checked by the caller), created here so that the
+    /// GEMM's starting bias rows are written once.
+    New { out: &'a mut Vec<f32>, rows: usize },
 }
 
 /// [`linear_packed_into`], then `act` (in the GEMM's epilogue on AVX512_BF16).
@@ -121,14 +131,7 @@ fn packed_into(
     let [n, k] = w.dims();
     let rows = match &out {
         Out::Given(o) => super::into_rows(op, x, o, [n, k])?,
-        Out::New(_) if !x.is_empty() && x.len().is_multiple_of(k) => x.len() / k,
-        Out::New(_) => {
-            return Err(Error::ShapeMismatch {
-                op,
-                lhs: vec![x.len()],
-                rhs: vec![n, k],
-            })
-        }
+        Out::New { rows, .. } => *rows,
     };
     let bias = match b {
         Some(b) => {
@@ -155,7 +158,7 @@ fn packed_into(
             }
             o
         }
-        Out::New(v) => {
+        Out::New { out: v, .. } => {
             // The GEMM accumulates onto the bias rows; the GEMV writes every output itself.
             *v = if gemm {
                 super::bias_rows(rows, n, bias)
