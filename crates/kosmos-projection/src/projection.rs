@@ -63,6 +63,18 @@ impl ImageToTextProjection {
     /// `features [B, T, vision_hidden_size]` (post-LN, L2-normalised vision tokens, CLS included)
     /// → `image_embeds [B, latent_query_num, embed_dim]`.
     pub fn forward(&self, features: &Tensor, output_attentions: bool) -> Result<ProjectionOutput> {
+        // One pool entry per pass, not one per op.
+        kosmos_tensor::ops::in_pool_on(features.device(), || {
+            self.forward_pooled(features, output_attentions)
+        })
+    }
+
+    /// [`forward`](Self::forward) on a pool thread (on the CPU).
+    fn forward_pooled(
+        &self,
+        features: &Tensor,
+        output_attentions: bool,
+    ) -> Result<ProjectionOutput> {
         let dims = features.dims();
         if dims.len() != 3 || dims[0] == 0 || dims[2] != self.config.vision_hidden_size {
             return Err(Error::FeatureShape {

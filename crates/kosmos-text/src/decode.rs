@@ -282,6 +282,18 @@ impl TextTransformer {
         lm_head: Option<&Linear>,
         scratch: &mut DecodeScratch,
     ) -> Result<()> {
+        // One pool entry per step, not one per op (`ops::in_pool_on`); the step is CPU-only.
+        ops::in_pool(|| self.decode_step_pooled(step, cache, lm_head, scratch))
+    }
+
+    /// [`decode_step`](Self::decode_step) on a pool thread.
+    fn decode_step_pooled(
+        &self,
+        step: &DecodeStep<'_>,
+        cache: &mut KvCache,
+        lm_head: Option<&Linear>,
+        scratch: &mut DecodeScratch,
+    ) -> Result<()> {
         let cfg = self.config();
         let (d, f) = (cfg.embed_dim, cfg.ffn_dim);
         let (heads, hd) = cache.head_shape();

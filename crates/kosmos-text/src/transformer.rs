@@ -186,6 +186,17 @@ impl TextTransformer {
     pub fn forward(
         &self,
         inputs: &TextInputs<'_>,
+        cache: Option<&mut KvCache>,
+        opts: &ForwardOptions<'_>,
+    ) -> Result<TextOutput> {
+        // One pool entry per pass, not one per op.
+        ops::in_pool_on(self.device(), || self.forward_pooled(inputs, cache, opts))
+    }
+
+    /// [`forward`](Self::forward) on a pool thread (on the CPU).
+    fn forward_pooled(
+        &self,
+        inputs: &TextInputs<'_>,
         mut cache: Option<&mut KvCache>,
         opts: &ForwardOptions<'_>,
     ) -> Result<TextOutput> {

@@ -2,6 +2,7 @@
 //! states, per-row KV-cache lengths, row selection and input errors.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use kosmos_tensor::{Device, Tensor};
 use kosmos_text::{
@@ -377,4 +378,41 @@ fn bad_inputs_give_typed_errors() {
             Some(&labels)
         )
         .is_err());
+}
+
+/// Records the rayon pool thread each call of the wrapped block ran on (`None`: outside the pool).
+#[derive(Debug)]
+struct RecordThread(Box<dyn DecoderBlock>, Arc<Mutex<Vec<Option<usize>>>>);
+
+impl DecoderBlock for RecordThread {
+    fn forward(&self, input: BlockInput<'_>) -> kosmos_text::Result<BlockOutput> {
+        if let Ok(mut seen) = self.1.lock() {
+            seen.push(rayon::current_thread_index());
+        }
+        self.0.forward(input)
+    }
+}
+
+#[test]
+fn a_cpu_forward_runs_its_blocks_on_a_pool_thread() {
+    // The caller (this test's thread) is outside rayon's pool; the pass must move onto a pool
+    // thread once, so that its parallel ops fork from there instead of each waking the pool and
+    // putting the caller to sleep.
+    assert_eq!(rayon::current_thread_index(), None);
+    let cfg = cfg();
+    let mut lm = random_model(&cfg);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let original = lm.model.replace_layer(0, Box::new(Identity)).unwrap();
+    lm.model
+        .replace_layer(0, Box::new(RecordThread(original, Arc::clone(&seen))))
+        .unwrap();
+    let inputs = TextInputs::from_ids(&IDS, 1, 6).unwrap();
+    lm.model
+        .forward(&inputs, None, &ForwardOptions::default())
+        .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        matches!(seen.as_slice(), [Some(_)]),
+        "layer 0 ran once, on a pool thread: {seen:?}"
+    );
 }

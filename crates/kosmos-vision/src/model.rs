@@ -99,6 +99,18 @@ impl VisionModel {
         pixel_values: &Tensor,
         opts: &VisionForwardOptions,
     ) -> Result<VisionOutput> {
+        // One pool entry per pass, not one per op.
+        ops::in_pool_on(pixel_values.device(), || {
+            self.forward_pooled(pixel_values, opts)
+        })
+    }
+
+    /// [`forward`](Self::forward) on a pool thread (on the CPU).
+    fn forward_pooled(
+        &self,
+        pixel_values: &Tensor,
+        opts: &VisionForwardOptions,
+    ) -> Result<VisionOutput> {
         let embeds = self
             .embeddings
             .forward(pixel_values, opts.interpolate_pos_encoding)?;

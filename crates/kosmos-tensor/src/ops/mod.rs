@@ -48,6 +48,27 @@ pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
 
+/// [`in_pool`] for work on `device`'s tensors: on the CPU, `f` runs on a pool thread; on a GPU it
+/// runs on the calling thread, which holds the device context and whose host work is only
+/// launching kernels.
+///
+/// A model's forward pass runs in here so that its parallel ops are forked from a pool thread: the
+/// caller's thread then sleeps once per pass, instead of once per op (≈ 150 ops per decode step),
+/// and the pool's threads are the only ones running.
+///
+/// ```
+/// use kosmos_tensor::{ops, Device};
+/// assert_eq!(rayon::current_thread_index(), None); // this thread is outside the pool
+/// assert!(ops::in_pool_on(&Device::Cpu, rayon::current_thread_index).is_some());
+/// ```
+pub fn in_pool_on<R: Send>(device: &crate::Device, f: impl FnOnce() -> R + Send) -> R {
+    if device.is_cpu() {
+        in_pool(f)
+    } else {
+        f()
+    }
+}
+
 /// Makes every thread of the current rayon pool start and run a no-op job, so that their start-up
 /// (which allocates, and is asynchronous) is over before latency-sensitive work such as a decode
 /// loop that must not allocate.
