@@ -146,6 +146,44 @@ fn store_packs_like_tensor() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The packed GEMM walks the weights panel by panel over super-blocks of K when at least two K
+/// blocks (256 pairs) of packed A fit its L2 budget (m ≤ 192 rows), and K block by K block
+/// otherwise; both orders add each tile's K blocks in the same order, so on AVX512_BF16 either is
+/// bitwise the row-major bf16 GEMM. The shapes: one super-block (71 rows), two (100 rows), two
+/// with a partial last K block and an odd k (93 rows), and the K-block order (200, 257 rows);
+/// partial last panels throughout.
+#[test]
+fn packed_gemm_orders_match_the_row_major_gemm() {
+    if Isa::current() != Isa::Avx512Bf16 {
+        eprintln!(
+            "skipping: the packed GEMM orders need AVX512_BF16 (this CPU: {})",
+            Isa::current()
+        );
+        return;
+    }
+    for (i, (m, k, n)) in [
+        (71, 2048, 96),
+        (93, 2063, 40),
+        (100, 2048, 70),
+        (200, 600, 50),
+        (257, 1030, 45),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 40 + i as u64;
+        let x = rand_vec(seed, m * k, 1.5);
+        let (w, _) = typed(&rand_vec(seed ^ 1, n * k, 1.0), &[n, k], DType::BF16);
+        let b = tensor(&rand_vec(seed ^ 2, n, 1.0), &[n]);
+        let p = PackedBf16::from_tensor(&w).unwrap();
+        let mut packed = vec![f32::NAN; m * n];
+        ops::linear_packed_into(&x, &p, Some(&b), &mut packed).unwrap();
+        let mut rowmajor = vec![f32::NAN; m * n];
+        ops::linear_into(&x, &w, Some(&b), &mut rowmajor).unwrap();
+        assert_eq!(packed, rowmajor, "m={m} k={k} n={n}");
+    }
+}
+
 /// Shape errors are typed, never a panic.
 #[test]
 fn packed_shape_errors() {

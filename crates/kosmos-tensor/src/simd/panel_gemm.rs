@@ -47,6 +47,11 @@ const MR: usize = 12;
 const KC: usize = 256;
 /// Row blocks of `MR` per M block: `MC = 384` rows, so `MC x KC` pairs of A are 384 KB (L2).
 const MC_BLOCKS: usize = 32;
+/// L2 budget (bytes) for the packed A of one super-block of K blocks when pre-packed weights are
+/// walked panel by panel (see `gemm`): it is re-read from L2 for every panel, next to the
+/// streaming panels. The walk is used when at least two K blocks fit (m ≤ 192 rows); 71 prompt
+/// rows take 5 K blocks (`k` = 2048: all of K; 8192: super-blocks of 4).
+const PANEL_MAJOR_A_BYTES: usize = 384 << 10;
 /// Panels per rayon task at most (enough tasks to balance, few enough to amortise the A reads).
 const MAX_TASK_PANELS: usize = 8;
 
@@ -329,9 +334,42 @@ fn gemm<F: Format>(
     let outp = OutPtr(out.as_mut_ptr());
     let ap_ref = &ap[..];
     let blocks_ref = &blocks[..];
+    let full = |c: usize| (((1u32 << c) - 1) & 0xffff) as u16;
+    // Pre-packed weights with a small A (prompt-sized inputs): K is cut into super-blocks of `sb`
+    // K blocks whose A (`m x sb x KC` units) stays in L2, and each panel's K blocks of a
+    // super-block are walked in turn, so its weights stream from DRAM in runs of `sb x 32 KB`
+    // instead of one 32 KB block per panel and K block. Each tile still adds its K blocks in
+    // order, so the result is bitwise the same.
+    let kblocks = kp.div_ceil(KC);
+    let fit = PANEL_MAJOR_A_BYTES / (m * KC * 4).max(1);
+    let sb = kblocks.div_ceil(kblocks.div_ceil(fit.max(1)));
+    let panel_major = matches!(src, WSrc::Packed(_)) && fit >= 2;
     (0..tasks).into_par_iter().for_each(|t| {
-        let mut bp = B_PACK.with(|c| std::mem::take(&mut *c.borrow_mut()));
         let (p0, p1) = (t * per_task, ((t + 1) * per_task).min(panels));
+        if let (WSrc::Packed(pk), true) = (src, panel_major) {
+            for s0 in (0..kblocks).step_by(sb) {
+                for pi in p0..p1 {
+                    let (n0, nb) = (pi * NR, NR.min(n - pi * NR));
+                    let masks = (full(nb.min(16)), full(nb.saturating_sub(16)));
+                    let at = pi * kp * NR;
+                    for q0 in (s0 * KC..((s0 + sb) * KC).min(kp)).step_by(KC) {
+                        let qn = KC.min(kp - q0);
+                        let epilogue = if q0 + qn == kp { act } else { None };
+                        let panel = &pk[at + q0 * NR..at + (q0 + qn) * NR];
+                        for &(i0, r) in blocks_ref {
+                            let a_blk = &ap_ref[i0 * kp + q0 * r..i0 * kp + (q0 + qn) * r];
+                            // SAFETY: as for the kernel call below (same operands and tile).
+                            unsafe {
+                                let c = outp.get().add(i0 * n + n0);
+                                (F::KERNEL)(r, a_blk, panel, qn, c, n, (masks, epilogue));
+                            }
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        let mut bp = B_PACK.with(|c| std::mem::take(&mut *c.borrow_mut()));
         for q0 in (0..kp).step_by(KC) {
             let qn = KC.min(kp - q0);
             // The activation goes with the K block that finishes the tiles.
@@ -386,7 +424,6 @@ fn gemm<F: Format>(
                             (&bp[off..off + qn * NR], fetch)
                         }
                     };
-                    let full = |c: usize| (((1u32 << c) - 1) & 0xffff) as u16;
                     let masks = (full(nb.min(16)), full(nb.saturating_sub(16)));
                     for (bi, &(i0, r)) in mblock.iter().enumerate() {
                         if let Some((w, w_offset, w_rs, pn0, pnb, next, per_call)) = &prefetch {
