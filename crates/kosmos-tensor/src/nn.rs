@@ -169,11 +169,7 @@ impl Linear {
             LinearWeight::Dense(w) => ops::linear(x, w, self.bias.as_ref()),
             LinearWeight::PackedBf16(p) => ops::linear_packed(x, p, self.bias.as_ref()),
             LinearWeight::Int8(q) => {
-                let b = self
-                    .bias
-                    .as_ref()
-                    .map(|b| b.f32_cow("linear"))
-                    .transpose()?;
+                let b = self.bias_f32()?;
                 ops::linear_int8(x, q, b.as_deref())
             }
         }
@@ -197,14 +193,15 @@ impl Linear {
             LinearWeight::Dense(w) => ops::linear_act(x, w, self.bias.as_ref(), act),
             LinearWeight::PackedBf16(p) => ops::linear_packed_act(x, p, self.bias.as_ref(), act),
             LinearWeight::Int8(q) => {
-                let b = self
-                    .bias
-                    .as_ref()
-                    .map(|b| b.f32_cow("linear"))
-                    .transpose()?;
+                let b = self.bias_f32()?;
                 ops::linear_int8_act(x, q, b.as_deref(), act)
             }
         }
+    }
+
+    /// The bias as f32 values (borrowed when it is stored in f32), for the int8 ops.
+    fn bias_f32(&self) -> Result<Option<std::borrow::Cow<'_, [f32]>>> {
+        self.bias.as_ref().map(|b| b.f32_cow("linear")).transpose()
     }
 
     /// Apply to f32 rows `x [rows, in]`, writing `out [rows, out]` (see [`ops::linear_into`] and
@@ -221,11 +218,7 @@ impl Linear {
                         msg: format!("{} inputs are not rows of {k}", x.len()),
                     });
                 }
-                let b = self
-                    .bias
-                    .as_ref()
-                    .map(|b| b.f32_cow("linear"))
-                    .transpose()?;
+                let b = self.bias_f32()?;
                 ops::linear_int8_into(x, x.len() / k, q, b.as_deref(), out)
             }
         }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use kosmos_tensor::nn::Linear;
-use kosmos_tensor::{ops, Device, Tensor};
+use kosmos_tensor::{Device, Tensor};
 use kosmos_text::{lm_logits, lm_loss_from_hidden, KvCache, LogitsMode};
 use kosmos_vision::VisionOutput;
 
@@ -101,19 +101,6 @@ impl Kosmos2ForConditionalGeneration {
     /// One forward pass (HF `Kosmos2ForConditionalGeneration.forward`): the model's outputs, the
     /// logits `lm.logits` selects and the loss when `lm.labels` are given.
     pub fn forward(
-        &self,
-        inputs: &Kosmos2Inputs<'_>,
-        cache: Option<KvCache>,
-        opts: &Kosmos2ForwardOptions<'_>,
-        lm: &LmOptions<'_>,
-    ) -> Result<Kosmos2Output> {
-        // One pool entry per pass, not one per op (`ops::in_pool_on`).
-        let device = self.model.text_model.device();
-        ops::in_pool_on(device, || self.forward_pooled(inputs, cache, opts, lm))
-    }
-
-    /// [`forward`](Self::forward) on a pool thread (on the CPU).
-    fn forward_pooled(
         &self,
         inputs: &Kosmos2Inputs<'_>,
         cache: Option<KvCache>,

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use kosmos_projection::ImageToTextProjection;
 use kosmos_tensor::nn::Linear;
-use kosmos_tensor::{ops, Device, MappedPages, Tensor, WeightStore};
+use kosmos_tensor::{Device, MappedPages, Tensor, WeightStore};
 use kosmos_text::{
     load_lm_head, ForwardOptions, KvCache, PositionMode, StoreWeights, TextInputs, TextNames,
     TextTransformer,
@@ -215,18 +215,6 @@ impl Kosmos2Model {
     /// HF `get_image_features`: vision tower, `post_layernorm` on every token, L2 normalisation,
     /// projection. Returns `image_embeds` `[images, latent_query_num, embed_dim]`.
     pub fn get_image_features(
-        &self,
-        pixel_values: &Tensor,
-        opts: &Kosmos2ForwardOptions<'_>,
-    ) -> Result<ImageFeatures> {
-        // One pool entry for the tower and the projection (`ops::in_pool_on`).
-        ops::in_pool_on(pixel_values.device(), || {
-            self.image_features_pooled(pixel_values, opts)
-        })
-    }
-
-    /// [`get_image_features`](Self::get_image_features) on a pool thread (on the CPU).
-    fn image_features_pooled(
         &self,
         pixel_values: &Tensor,
         opts: &Kosmos2ForwardOptions<'_>,

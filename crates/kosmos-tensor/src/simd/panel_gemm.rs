@@ -337,7 +337,6 @@ fn gemm<F: Format>(
     let outp = OutPtr(out.as_mut_ptr());
     let ap_ref = &ap[..m * kp];
     let blocks_ref = &blocks[..];
-    let full = |c: usize| (((1u32 << c) - 1) & 0xffff) as u16;
     // Pre-packed weights with a small A (prompt-sized inputs): K is cut into super-blocks of `sb`
     // K blocks whose A (`m x sb x KC` units) stays in L2, and each panel's K blocks of a
     // super-block are walked in turn, so its weights stream from DRAM in runs of `sb x 32 KB`
@@ -350,26 +349,9 @@ fn gemm<F: Format>(
     (0..tasks).into_par_iter().for_each(|t| {
         let (p0, p1) = (t * per_task, ((t + 1) * per_task).min(panels));
         if let (WSrc::Packed(pk), true) = (src, panel_major) {
-            for s0 in (0..kblocks).step_by(sb) {
-                for pi in p0..p1 {
-                    let (n0, nb) = (pi * NR, NR.min(n - pi * NR));
-                    let masks = (full(nb.min(16)), full(nb.saturating_sub(16)));
-                    let at = pi * kp * NR;
-                    for q0 in (s0 * KC..((s0 + sb) * KC).min(kp)).step_by(KC) {
-                        let qn = KC.min(kp - q0);
-                        let epilogue = if q0 + qn == kp { act } else { None };
-                        let panel = &pk[at + q0 * NR..at + (q0 + qn) * NR];
-                        for &(i0, r) in blocks_ref {
-                            let a_blk = &ap_ref[i0 * kp + q0 * r..i0 * kp + (q0 + qn) * r];
-                            // SAFETY: as for the kernel call below (same operands and tile).
-                            unsafe {
-                                let c = outp.get().add(i0 * n + n0);
-                                (F::KERNEL)(r, a_blk, panel, qn, c, n, (masks, epilogue));
-                            }
-                        }
-                    }
-                }
-            }
+            // SAFETY: panels p0..p1 are this task's own columns of `out`, and the caller checked
+            // the CPU for `F`'s kernel.
+            unsafe { packed_walk::<F>(pk, ap_ref, blocks_ref, (n, kp, sb), p0..p1, outp, act) };
             return;
         }
         let mut bp = B_PACK.with(|c| std::mem::take(&mut *c.borrow_mut()));
@@ -427,7 +409,7 @@ fn gemm<F: Format>(
                             (&bp[off..off + qn * NR], fetch)
                         }
                     };
-                    let masks = (full(nb.min(16)), full(nb.saturating_sub(16)));
+                    let masks = col_masks(nb);
                     for (bi, &(i0, r)) in mblock.iter().enumerate() {
                         if let Some((w, w_offset, w_rs, pn0, pnb, next, per_call)) = &prefetch {
                             for j in (bi * per_call..(bi + 1) * per_call).take_while(|&j| j < *pnb)
@@ -454,6 +436,52 @@ fn gemm<F: Format>(
         B_PACK.with(|c| *c.borrow_mut() = bp);
     });
     A_PACK.with(|c| *c.borrow_mut() = ap);
+}
+
+/// The column masks of a panel with `nb` (≤ `NR`) columns: its two 16-column halves.
+fn col_masks(nb: usize) -> (u16, u16) {
+    let full = |c: usize| (((1u32 << c) - 1) & 0xffff) as u16;
+    (full(nb.min(16)), full(nb.saturating_sub(16)))
+}
+
+/// `gemm`'s walk over pre-packed weights for a small A: for each super-block of `sb` K blocks,
+/// each panel of `panels` in turn through all of that super-block's K blocks, for every row block
+/// of the packed `a` (so a panel's weights stream as one contiguous run per super-block).
+///
+/// # Safety
+/// As `gemm`'s kernel calls: the CPU supports `F`'s kernel, `out` is the `m x n` output of the
+/// `blocks`, `pk` / `a` hold the packed operands for `n` and `kp`, and no other thread accesses
+/// the columns of `panels`.
+unsafe fn packed_walk<F: Format>(
+    pk: &[u32],
+    a: &[u32],
+    blocks: &[(usize, usize)],
+    (n, kp, sb): (usize, usize, usize),
+    panels: std::ops::Range<usize>,
+    out: OutPtr,
+    act: Option<Activation>,
+) {
+    for s0 in (0..kp.div_ceil(KC)).step_by(sb) {
+        for pi in panels.clone() {
+            let (n0, nb) = (pi * NR, NR.min(n - pi * NR));
+            let at = pi * kp * NR;
+            for q0 in (s0 * KC..((s0 + sb) * KC).min(kp)).step_by(KC) {
+                let qn = KC.min(kp - q0);
+                // The activation goes with the K block that finishes the tiles.
+                let epilogue = if q0 + qn == kp { act } else { None };
+                let panel = &pk[at + q0 * NR..at + (q0 + qn) * NR];
+                for &(i0, r) in blocks {
+                    let a_blk = &a[i0 * kp + q0 * r..i0 * kp + (q0 + qn) * r];
+                    // SAFETY: by the contract; the tile is rows i0..i0 + r and columns
+                    // n0..n0 + nb of `out` (the masks cover only those).
+                    unsafe {
+                        let c = out.get().add(i0 * n + n0);
+                        (F::KERNEL)(r, a_blk, panel, qn, c, n, (col_masks(nb), epilogue));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Packs A into `[block][unit][row]` (`ap[i0 * kp + p * r + rr]` = packed unit `p` of row
@@ -556,266 +584,4 @@ pub(crate) fn pack_panel<F: Format>(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    use crate::ops::Activation;
-    use crate::simd::erf::x86::gelu16;
-    use crate::simd::exp::x86::quick_gelu16;
-
-    /// `out[c * 32 + j] = unit c of row j` for 16 rows and the 16 `u32` units from element `e0`:
-    /// a 16 x 16 transpose of `u32` (unpack 32, unpack 64, two 128-bit lane shuffles). `load`:
-    /// `Units` reads 64 bytes per row (bf16 pairs or f32 values), `I8ToBf16` 32 int8 values,
-    /// converted to bf16 pairs.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F; the 64 (`Units`) or 32 (`I8ToBf16`, `T = i8`) bytes from
-    /// `w[rows[j] + e0]` must be inside `w` for every `j`, and `out.len() >= 15 * 32 + 16`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn transpose16<T>(
-        w: &[T],
-        rows: [usize; 16],
-        e0: usize,
-        load: super::RowLoad,
-        out: &mut [u32],
-    ) {
-        let i8_rows = load == super::RowLoad::I8ToBf16;
-        let bytes = if i8_rows { 32 } else { 64 };
-        debug_assert!(out.len() >= 15 * 32 + 16);
-        debug_assert!(!i8_rows || size_of::<T>() == 1);
-        debug_assert!(rows
-            .iter()
-            .all(|&r| (r + e0) * size_of::<T>() + bytes <= std::mem::size_of_val(w)));
-        // SAFETY: the loads read `bytes` bytes at `rows[j] + e0` (in bounds by the contract).
-        let r: [__m512i; 16] = std::array::from_fn(|j| unsafe {
-            let at = w.as_ptr().add(rows[j] + e0);
-            if i8_rows {
-                i8x32_to_bf16(at as *const i8)
-            } else {
-                _mm512_loadu_si512(at as *const _)
-            }
-        });
-        let mut t = [_mm512_setzero_si512(); 16];
-        for i in 0..8 {
-            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-        }
-        // u[4 * g + e]: element e of each 128-bit lane, rows 4g..4g + 4.
-        let mut u = [_mm512_setzero_si512(); 16];
-        for g in 0..4 {
-            let (a, b, c, d) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
-            u[4 * g] = _mm512_unpacklo_epi64(a, c);
-            u[4 * g + 1] = _mm512_unpackhi_epi64(a, c);
-            u[4 * g + 2] = _mm512_unpacklo_epi64(b, d);
-            u[4 * g + 3] = _mm512_unpackhi_epi64(b, d);
-        }
-        for e in 0..4 {
-            let v0 = _mm512_shuffle_i32x4::<0x88>(u[e], u[4 + e]);
-            let w0 = _mm512_shuffle_i32x4::<0xDD>(u[e], u[4 + e]);
-            let v1 = _mm512_shuffle_i32x4::<0x88>(u[8 + e], u[12 + e]);
-            let w1 = _mm512_shuffle_i32x4::<0xDD>(u[8 + e], u[12 + e]);
-            // Column c = 4 * lane + e.
-            let cols = [
-                (e, _mm512_shuffle_i32x4::<0x88>(v0, v1)),
-                (8 + e, _mm512_shuffle_i32x4::<0xDD>(v0, v1)),
-                (4 + e, _mm512_shuffle_i32x4::<0x88>(w0, w1)),
-                (12 + e, _mm512_shuffle_i32x4::<0xDD>(w0, w1)),
-            ];
-            for (c, v) in cols {
-                // SAFETY: `c * 32 + 16 <= out.len()` by the contract.
-                unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(c * 32) as *mut _, v) };
-            }
-        }
-    }
-
-    /// The 32 int8 values at `p` as 32 bf16 (exact), in order: 16 bf16 pairs.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F; `p..p + 32` must be readable.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn i8x32_to_bf16(p: *const i8) -> __m512i {
-        // i8 -> i32 -> f32 (exact) -> the f32's top 16 bits (its exact bf16) -> u16.
-        let half = |off: usize| {
-            // SAFETY: `p + off..p + off + 16` is inside the contract's 32 bytes.
-            let v = _mm512_cvtepi8_epi32(unsafe { _mm_loadu_si128(p.add(off) as *const __m128i) });
-            let bits = _mm512_srli_epi32::<16>(_mm512_castps_si512(_mm512_cvtepi32_ps(v)));
-            _mm512_cvtepi32_epi16(bits)
-        };
-        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(half(0)), half(16))
-    }
-
-    /// Prefetches the cache lines of `v` towards L2 (a hint: never faults, no effect on results).
-    pub(super) fn prefetch_l2<T>(v: &[T]) {
-        for off in (0..v.len()).step_by((64 / size_of::<T>()).max(1)) {
-            // SAFETY: prefetch is a hint that never faults; the address is inside `v`.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(v.as_ptr().add(off) as *const i8) };
-        }
-    }
-
-    /// `match r { 12 => kernel::<12>(..), .., _ => kernel::<1>(..) }` for a micro-kernel.
-    macro_rules! dispatch {
-        ($name:ident, $kernel:ident) => {
-            /// The micro-kernel for `r` rows (1..=12).
-            ///
-            /// # Safety
-            /// As the kernel with `R = r`.
-            pub(super) unsafe fn $name(
-                r: usize,
-                a: &[u32],
-                panel: &[u32],
-                kc: usize,
-                c: *mut f32,
-                ldc: usize,
-                m: super::TileOut,
-            ) {
-                // SAFETY: forwarded contract.
-                unsafe {
-                    match r {
-                        12 => $kernel::<12>(a, panel, kc, c, ldc, m),
-                        11 => $kernel::<11>(a, panel, kc, c, ldc, m),
-                        10 => $kernel::<10>(a, panel, kc, c, ldc, m),
-                        9 => $kernel::<9>(a, panel, kc, c, ldc, m),
-                        8 => $kernel::<8>(a, panel, kc, c, ldc, m),
-                        7 => $kernel::<7>(a, panel, kc, c, ldc, m),
-                        6 => $kernel::<6>(a, panel, kc, c, ldc, m),
-                        5 => $kernel::<5>(a, panel, kc, c, ldc, m),
-                        4 => $kernel::<4>(a, panel, kc, c, ldc, m),
-                        3 => $kernel::<3>(a, panel, kc, c, ldc, m),
-                        2 => $kernel::<2>(a, panel, kc, c, ldc, m),
-                        _ => $kernel::<1>(a, panel, kc, c, ldc, m),
-                    }
-                }
-            }
-        };
-    }
-    dispatch!(dispatch_bf16, kernel_bf16);
-    dispatch!(dispatch_f32, kernel_f32);
-
-    /// Adds the `R x 32` tile of accumulators `$acc0`/`$acc1` into `$c` (columns 0..16 / 16..32
-    /// selected by the masks), then applies the activation (if any) to the stored sums
-    /// ([`act_tile`]). A macro so that the add is expanded inside each kernel with its accumulators
-    /// still in registers (as an `#[inline]` function it was compiled out of line once the
-    /// activation was added, which cost ≈ 4 % of a bf16 image encode).
-    ///
-    /// Safety (of the expansion site): the CPU supports AVX-512 F/BW/VL; `$c + r * $ldc + j` is
-    /// valid for reads and writes for `r < R` and every column `j` set in the masks, with no other
-    /// thread accessing those elements.
-    macro_rules! add_tile {
-        ($acc0:expr, $acc1:expr, $r:expr, $c:expr, $ldc:expr, $tile:expr) => {{
-            let ((m0, m1), act): super::TileOut = $tile;
-            for r in 0..$r {
-                // SAFETY: the masked lanes are valid by the expansion site's contract; masked-off
-                // lanes are not accessed.
-                unsafe {
-                    let row = $c.add(r * $ldc);
-                    let v0 = _mm512_maskz_loadu_ps(m0, row);
-                    _mm512_mask_storeu_ps(row, m0, _mm512_add_ps(v0, $acc0[r]));
-                    // Past the end of `out` when the panel has ≤ 16 columns (then `m1` is 0).
-                    let hi = row.wrapping_add(16);
-                    let v1 = _mm512_maskz_loadu_ps(m1, hi);
-                    _mm512_mask_storeu_ps(hi, m1, _mm512_add_ps(v1, $acc1[r]));
-                }
-            }
-            if let Some(act) = act {
-                // SAFETY: the same tile.
-                unsafe { act_tile($r, $c, $ldc, (m0, m1), act) }
-            }
-        }};
-    }
-
-    /// Applies `act` in place to the `r x 32` tile at `c` (the masked columns), with the 16-lane
-    /// functions of the standalone ops.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL; `c + i * ldc + j` must be valid for reads and writes
-    /// for `i < r` and every column `j` set in the masks, with no other thread accessing them.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn act_tile(r: usize, c: *mut f32, ldc: usize, (m0, m1): (u16, u16), act: Activation) {
-        let f = |v: __m512| match act {
-            Activation::GeluErf => gelu16(v),
-            Activation::QuickGelu => quick_gelu16(v),
-        };
-        for i in 0..r {
-            // SAFETY: the masked lanes are valid by the contract.
-            unsafe {
-                let row = c.add(i * ldc);
-                _mm512_mask_storeu_ps(row, m0, f(_mm512_maskz_loadu_ps(m0, row)));
-                let hi = row.wrapping_add(16);
-                _mm512_mask_storeu_ps(hi, m1, f(_mm512_maskz_loadu_ps(m1, hi)));
-            }
-        }
-    }
-
-    /// `c[r * ldc + j] += sum_p A[p][r] · panel[p][j]` (bf16 pairs, `vdpbf16ps`) for `R` rows and
-    /// the 32 columns `j` selected by `masks` (columns 0..16, 16..32).
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL and BF16; `a.len() >= kc * R`, `panel.len() >= kc * 32`,
-    /// and `c` valid as [`add_tile!`] requires; `tile` holds the column masks and the activation.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn kernel_bf16<const R: usize>(
-        a: &[u32],
-        panel: &[u32],
-        kc: usize,
-        c: *mut f32,
-        ldc: usize,
-        tile: super::TileOut,
-    ) {
-        debug_assert!(a.len() >= R * kc && panel.len() >= kc * 32);
-        let mut acc0 = [_mm512_setzero_ps(); R];
-        let mut acc1 = [_mm512_setzero_ps(); R];
-        let bp = panel.as_ptr();
-        let ap = a.as_ptr();
-        for p in 0..kc {
-            // SAFETY: `p < kc`, so both loads are inside the panel and every A read inside `a`.
-            unsafe {
-                let b0: __m512bh =
-                    std::mem::transmute(_mm512_loadu_si512(bp.add(p * 32) as *const _));
-                let b1: __m512bh =
-                    std::mem::transmute(_mm512_loadu_si512(bp.add(p * 32 + 16) as *const _));
-                for r in 0..R {
-                    let av: __m512bh =
-                        std::mem::transmute(_mm512_set1_epi32(*ap.add(p * R + r) as i32));
-                    acc0[r] = _mm512_dpbf16_ps(acc0[r], av, b0);
-                    acc1[r] = _mm512_dpbf16_ps(acc1[r], av, b1);
-                }
-            }
-        }
-        add_tile!(acc0, acc1, R, c, ldc, tile)
-    }
-
-    /// `c[r * ldc + j] += sum_p A[p][r] · panel[p][j]` (f32, `vfmadd231ps`, in order of `p`) for
-    /// `R` rows and the 32 columns `j` selected by `masks` (columns 0..16, 16..32).
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL; `a.len() >= kc * R`, `panel.len() >= kc * 32`, and `c`
-    /// valid as [`add_tile!`] requires; `tile` holds the column masks and the activation.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn kernel_f32<const R: usize>(
-        a: &[u32],
-        panel: &[u32],
-        kc: usize,
-        c: *mut f32,
-        ldc: usize,
-        tile: super::TileOut,
-    ) {
-        debug_assert!(a.len() >= R * kc && panel.len() >= kc * 32);
-        let mut acc0 = [_mm512_setzero_ps(); R];
-        let mut acc1 = [_mm512_setzero_ps(); R];
-        let bp = panel.as_ptr().cast::<f32>();
-        let ap = a.as_ptr().cast::<f32>();
-        for p in 0..kc {
-            // SAFETY: `p < kc`, so both loads are inside the panel and every A read inside `a`.
-            unsafe {
-                let b0 = _mm512_loadu_ps(bp.add(p * 32));
-                let b1 = _mm512_loadu_ps(bp.add(p * 32 + 16));
-                for r in 0..R {
-                    let av = _mm512_set1_ps(*ap.add(p * R + r));
-                    acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
-                    acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
-                }
-            }
-        }
-        add_tile!(acc0, acc1, R, c, ldc, tile)
-    }
-}
+mod x86;
