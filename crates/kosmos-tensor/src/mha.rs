@@ -17,6 +17,7 @@ pub struct MultiHeadAttention {
     num_heads: usize,
     head_dim: usize,
     scale: f32,
+    products: ops::AttentionProducts,
 }
 
 /// The four projection keys of one attention module.
@@ -50,10 +51,24 @@ impl MultiHeadAttention {
             num_heads,
             head_dim,
             scale: (head_dim as f64).powf(-0.5) as f32,
+            products: ops::AttentionProducts::F32,
         }
     }
 
-    /// Loads the four `[embed_dim, embed_dim]` projections named by `keys`.
+    /// The same attention with its two products (`q kᵀ`, `probabilities · v`) in `products`'
+    /// precision ([`ops::AttentionProducts`]).
+    pub fn with_products(mut self, products: ops::AttentionProducts) -> Self {
+        self.products = products;
+        self
+    }
+
+    /// The precision of the two products.
+    pub fn products(&self) -> ops::AttentionProducts {
+        self.products
+    }
+
+    /// Loads the four `[embed_dim, embed_dim]` projections named by `keys`. With bf16 weights the
+    /// products are bf16 too ([`ops::AttentionProducts::Bf16`]), as in a bf16 PyTorch model.
     pub fn load(
         store: &WeightStore,
         keys: AttentionKeys<'_>,
@@ -63,6 +78,11 @@ impl MultiHeadAttention {
         device: &Device,
     ) -> Result<Self> {
         let d = num_heads * head_dim;
+        let products = if dtype == DType::BF16 {
+            ops::AttentionProducts::Bf16
+        } else {
+            ops::AttentionProducts::F32
+        };
         Ok(Self::new(
             keys.q_proj.load(store, d, d, dtype, device)?,
             keys.k_proj.load(store, d, d, dtype, device)?,
@@ -70,7 +90,8 @@ impl MultiHeadAttention {
             keys.out_proj.load(store, d, d, dtype, device)?,
             num_heads,
             head_dim,
-        ))
+        )
+        .with_products(products))
     }
 
     /// `[B, T, D]` → `[B, H, T, hd]` (a strided view).
@@ -100,12 +121,15 @@ impl MultiHeadAttention {
         let q = self.split_heads(&self.q_proj.forward(query)?)?;
         let k = self.split_heads(&self.k_proj.forward(key_value)?)?;
         let v = self.split_heads(&self.v_proj.forward(key_value)?)?;
-        let (ctx, probs) = if output_attentions {
-            let (ctx, probs) = ops::attention_with_probs(&q, &k, &v, mask, self.scale)?;
-            (ctx, Some(probs))
-        } else {
-            (ops::attention(&q, &k, &v, mask, self.scale)?, None)
-        };
+        let (ctx, probs) = ops::attention_products(
+            &q,
+            &k,
+            &v,
+            mask,
+            self.scale,
+            output_attentions,
+            self.products,
+        )?;
         let (b, tq) = (query.dims()[0], query.dims()[1]);
         // [B, H, Tq, hd] → [B, Tq, H·hd]
         let ctx =

@@ -8,13 +8,33 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::ops::matmul::{as_f32, f32_storage, gemm_f32, StridedMat};
-use crate::ops::softmax::softmax_row;
+use crate::ops::softmax::softmax_scaled_row;
 use crate::tensor::{check_cpu, Tensor};
 
-struct Mask {
+/// An additive mask `[B or 1, H or 1, Tq, Tk]` (broadcast axes have stride 0).
+pub(super) struct Mask {
     data: Vec<f32>,
     batch_stride: usize,
     head_stride: usize,
+}
+
+/// Head `(bi, hi)`'s scores `p` (`[Tq, Tk]` row-major) → probabilities: `· scale`, `+ mask`, then
+/// the max-subtracted softmax of each row.
+pub(super) fn softmax_scores(
+    isa: crate::simd::Isa,
+    p: &mut [f32],
+    tk: usize,
+    mask: Option<&Mask>,
+    (bi, hi): (usize, usize),
+    scale: f32,
+) {
+    for (r, row) in p.chunks_mut(tk).enumerate() {
+        let m = mask.map(|m| {
+            let mo = bi * m.batch_stride + hi * m.head_stride + r * tk;
+            &m.data[mo..mo + tk]
+        });
+        softmax_scaled_row(isa, row, scale, m);
+    }
 }
 
 fn check_mask(mask: &Tensor, b: usize, h: usize, tq: usize, tk: usize) -> Result<Mask> {
@@ -50,6 +70,19 @@ fn check_mask(mask: &Tensor, b: usize, h: usize, tq: usize, tk: usize) -> Result
     })
 }
 
+/// The precision of attention's two products (`q kᵀ` and `probabilities · v`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttentionProducts {
+    /// f32 operands: the exact-parity path.
+    #[default]
+    F32,
+    /// q, k, v and the probabilities rounded to bf16 (nearest even) before they are multiplied,
+    /// with f32 accumulation, as a bf16 PyTorch model's attention multiplies them; the scores, the
+    /// mask and the softmax stay f32. With AVX512_BF16 the products run on `vdpbf16ps`; elsewhere
+    /// the rounded values go through the f32 GEMM (the same products, other summation order).
+    Bf16,
+}
+
 fn run(
     q: &Tensor,
     k: &Tensor,
@@ -57,6 +90,7 @@ fn run(
     mask: Option<&Tensor>,
     scale: f32,
     want_probs: bool,
+    products: AttentionProducts,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let op = "attention";
     let isa = crate::simd::Isa::current();
@@ -87,7 +121,24 @@ fn run(
     }
     let mask = mask.map(|m| check_mask(m, b, h, tq, tk)).transpose()?;
     let (qf, kf, vf) = (as_f32(q)?, as_f32(k)?, as_f32(v)?);
-    let (qd, kd, vd) = (f32_storage(&qf), f32_storage(&kf), f32_storage(&vf));
+    let bf16 = products == AttentionProducts::Bf16;
+    #[cfg(target_arch = "x86_64")]
+    if bf16 && isa == crate::simd::Isa::Avx512Bf16 {
+        return super::attention_bf16::run(
+            (&qf, &kf, &vf),
+            q.dtype(),
+            mask.as_ref(),
+            scale,
+            want_probs,
+        );
+    }
+    // Without `vdpbf16ps`: the operands rounded to bf16 up front (the probabilities per head).
+    let rounded =
+        bf16.then(|| [&qf, &kf, &vf].map(|t| crate::convert::bf16_rounded(f32_storage(t))));
+    let (qd, kd, vd) = match &rounded {
+        Some([q, k, v]) => (&q[..], &k[..], &v[..]),
+        None => (f32_storage(&qf), f32_storage(&kf), f32_storage(&vf)),
+    };
     let head_off = |t: &Tensor, bi: usize, hi: usize| {
         t.layout.offset + bi * t.strides()[0] + hi * t.strides()[1]
     };
@@ -97,7 +148,7 @@ fn run(
     } else {
         Vec::new()
     };
-    let head = |i: usize, o: &mut [f32], p: &mut [f32]| {
+    let head = |i: usize, o: &mut [f32], p: &mut [f32], pr: &mut Vec<f32>| {
         let (bi, hi) = (i / h, i % h);
         let qm = StridedMat {
             data: qd,
@@ -113,18 +164,13 @@ fn run(
             cs: kf.strides()[2],
         };
         gemm_f32(p, tk, (tq, tk, hd), qm, km, false, false);
-        for (r, row) in p.chunks_mut(tk).enumerate() {
-            match &mask {
-                Some(m) => {
-                    let mo = bi * m.batch_stride + hi * m.head_stride + r * tk;
-                    for (s, &mv) in row.iter_mut().zip(&m.data[mo..mo + tk]) {
-                        *s = *s * scale + mv;
-                    }
-                }
-                None => row.iter_mut().for_each(|s| *s *= scale),
-            }
-            softmax_row(isa, row);
-        }
+        softmax_scores(isa, p, tk, mask.as_ref(), (bi, hi), scale);
+        let p: &[f32] = if bf16 {
+            *pr = crate::convert::bf16_rounded(p);
+            pr
+        } else {
+            p
+        };
         let pm = StridedMat {
             data: p,
             offset: 0,
@@ -143,11 +189,11 @@ fn run(
         out.par_chunks_mut(tq * hd)
             .zip(probs.par_chunks_mut(tq * tk))
             .enumerate()
-            .for_each(|(i, (o, p))| head(i, o, p));
+            .for_each_init(Vec::new, |pr, (i, (o, p))| head(i, o, p, pr));
     } else {
         out.par_chunks_mut(tq * hd).enumerate().for_each_init(
-            || vec![0f32; tq * tk],
-            |scratch, (i, o)| head(i, o, scratch),
+            || (vec![0f32; tq * tk], Vec::new()),
+            |(scratch, pr), (i, o)| head(i, o, scratch, pr),
         );
     }
     let out = Tensor::from_f32_with_dtype(out, &[b, h, tq, hd], q.dtype());
@@ -164,7 +210,34 @@ pub fn attention(
     mask: Option<&Tensor>,
     scale: f32,
 ) -> Result<Tensor> {
-    Ok(run(q, k, v, mask, scale, false)?.0)
+    Ok(run(q, k, v, mask, scale, false, AttentionProducts::F32)?.0)
+}
+
+/// [`attention`] (or, with `output_attentions`, [`attention_with_probs`]) with the products in
+/// the given precision ([`AttentionProducts`]); the probabilities returned are the f32 ones.
+///
+/// ```
+/// use kosmos_tensor::{ops, ops::AttentionProducts, Device, Tensor};
+/// let q = Tensor::from_vec(vec![1.0, 0.5, -0.25, 2.0], &[1, 1, 2, 2], &Device::Cpu)?;
+/// let (o, p) = ops::attention_products(&q, &q, &q, None, 0.5, true, AttentionProducts::Bf16)?;
+/// // These inputs are exact in bf16, so only the probabilities (before `· v`) are rounded.
+/// let exact = ops::attention(&q, &q, &q, None, 0.5)?.to_vec_f32()?;
+/// for (a, b) in o.to_vec_f32()?.iter().zip(&exact) {
+///     assert!((a - b).abs() <= 1e-2 * b.abs().max(1.0));
+/// }
+/// assert_eq!(p.map(|p| p.dims().to_vec()), Some(vec![1, 1, 2, 2]));
+/// # Ok::<(), kosmos_tensor::Error>(())
+/// ```
+pub fn attention_products(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f32,
+    output_attentions: bool,
+    products: AttentionProducts,
+) -> Result<(Tensor, Option<Tensor>)> {
+    run(q, k, v, mask, scale, output_attentions, products)
 }
 
 /// [`attention`] that also returns the probabilities `[B, H, Tq, Tk]` (for `output_attentions`).
@@ -175,7 +248,7 @@ pub fn attention_with_probs(
     mask: Option<&Tensor>,
     scale: f32,
 ) -> Result<(Tensor, Tensor)> {
-    let (out, probs) = run(q, k, v, mask, scale, true)?;
+    let (out, probs) = run(q, k, v, mask, scale, true, AttentionProducts::F32)?;
     let probs = probs.ok_or(Error::InvalidArgument {
         op: "attention_with_probs",
         msg: "probabilities were not computed".into(),
@@ -257,15 +330,8 @@ pub fn attention_decode_into(
             let kr = &k[base + j * hd..base + (j + 1) * hd];
             *s = <f32 as crate::simd::dot::DotElem>::dot(isa, qv, kr);
         }
-        match mask {
-            Some(m) => {
-                for (s, &mv) in p.iter_mut().zip(&m[b * keys..(b + 1) * keys]) {
-                    *s = *s * scale + mv;
-                }
-            }
-            None => p.iter_mut().for_each(|s| *s *= scale),
-        }
-        softmax_row(isa, p);
+        let m = mask.map(|m| &m[b * keys..(b + 1) * keys]);
+        softmax_scaled_row(isa, p, scale, m);
         o.fill(0.0);
         for (j, &pj) in p.iter().enumerate() {
             let vr = &v[base + j * hd..base + (j + 1) * hd];

@@ -3,6 +3,8 @@
 
 mod activation;
 mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attention_bf16;
 mod conv;
 mod embedding;
 mod gemv;
@@ -16,7 +18,10 @@ mod softmax;
 
 pub(crate) use activation::apply_opt;
 pub use activation::{gelu_erf, gelu_erf_inplace, quick_gelu, quick_gelu_inplace, Activation};
-pub use attention::{attention, attention_decode_into, attention_with_probs, DecodeAttention};
+pub use attention::{
+    attention, attention_decode_into, attention_products, attention_with_probs, AttentionProducts,
+    DecodeAttention,
+};
 pub use conv::patchify_conv;
 pub use embedding::{embedding, embedding_into};
 pub use gemv::MAX_GEMV_ROWS;

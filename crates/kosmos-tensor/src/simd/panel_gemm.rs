@@ -118,7 +118,7 @@ pub(crate) fn gemm_bf16_avx512(
         "gemm_bf16 needs AVX512_BF16"
     );
     let src = WSrc::Rows { w, w_offset, w_rs };
-    gemm::<Bf16Pairs>(a.into(), (m, n, k), src, out, act);
+    gemm::<Bf16Pairs>(a.into(), (m, n, k), src, out, act, (k, true));
 }
 
 /// [`gemm_bf16_avx512`] with the weights pre-packed (`PackedBf16`'s layout: panel `pi` is
@@ -138,7 +138,14 @@ pub(crate) fn gemm_bf16_packed_avx512(
         Isa::Avx512Bf16.is_supported(),
         "gemm_bf16 needs AVX512_BF16"
     );
-    gemm::<Bf16Pairs>(a.into(), (m, n, k), WSrc::Packed(packed), out, act);
+    gemm::<Bf16Pairs>(
+        a.into(),
+        (m, n, k),
+        WSrc::Packed(packed),
+        out,
+        act,
+        (k, true),
+    );
 }
 
 /// `out[i * n + j] += sum_p a[i * k + p] * q[j * k + p]` for int8 weights `q` (`[n, k]`,
@@ -163,7 +170,7 @@ pub(crate) fn gemm_i8_avx512(
         w_offset: 0,
         w_rs: k,
     };
-    gemm::<I8Pairs>(a.into(), (m, n, k), src, out, None);
+    gemm::<I8Pairs>(a.into(), (m, n, k), src, out, None, (k, true));
 }
 
 /// `out[i * n + j] += sum_p a[i * k + p] * w[w_offset + j * w_rs + p]` in f32 (`vfmadd231ps`):
@@ -184,12 +191,32 @@ pub(crate) fn gemm_f32_avx512(
 ) {
     assert!(Isa::Avx512.is_supported(), "gemm_f32 needs AVX-512");
     let src = WSrc::Rows { w, w_offset, w_rs };
-    gemm::<F32s>(APack::F32(a), (m, n, k), src, out, act);
+    gemm::<F32s>(APack::F32(a), (m, n, k), src, out, act, (k, true));
+}
+
+/// [`gemm_bf16_avx512`] / [`gemm_bf16_packed_avx512`] on the calling thread only, for callers that
+/// run many small products in a parallel loop of their own (attention heads), with A's row `i`
+/// read from `i * lda`: same packing, same K blocks, so bitwise the same result.
+///
+/// # Panics
+/// If the slices are too short for the given sizes, or the CPU lacks AVX512_BF16.
+pub(crate) fn gemm_bf16_serial(
+    a: Lhs<'_>,
+    lda: usize,
+    (m, n, k): (usize, usize, usize),
+    src: WSrc<'_, bf16>,
+    out: &mut [f32],
+) {
+    assert!(
+        Isa::Avx512Bf16.is_supported(),
+        "gemm_bf16 needs AVX512_BF16"
+    );
+    gemm::<Bf16Pairs>(a.into(), (m, n, k), src, out, None, (lda, false));
 }
 
 /// Where [`gemm`] reads W.
 #[derive(Clone, Copy)]
-enum WSrc<'a, T> {
+pub(crate) enum WSrc<'a, T> {
     /// Rows `[n, k]`, row `j` from `w_offset + j * w_rs`: packed per panel and K block as used.
     Rows {
         w: &'a [T],
@@ -307,8 +334,11 @@ fn gemm<F: Format>(
     src: WSrc<'_, F::W>,
     out: &mut [f32],
     act: Option<Activation>,
+    (lda, par): (usize, bool),
 ) {
-    assert!(a.len() >= m * k && out.len() >= m * n, "panel gemm bounds");
+    assert!(lda >= k, "panel gemm lda");
+    let a_len = if m == 0 { 0 } else { (m - 1) * lda + k };
+    assert!(a.len() >= a_len && out.len() >= m * n, "panel gemm bounds");
     let kp = k.div_ceil(F::PER);
     match src {
         WSrc::Rows { w, w_offset, w_rs } => assert!(
@@ -329,10 +359,14 @@ fn gemm<F: Format>(
     if ap.len() < m * kp {
         ap.resize(m * kp, 0);
     }
-    pack_a(a, k, kp, &blocks, &mut ap[..m * kp]);
+    pack_a(a, (k, lda), kp, &blocks, &mut ap[..m * kp], par);
 
     let panels = n.div_ceil(NR);
-    let per_task = (panels / (4 * rayon::current_num_threads())).clamp(1, MAX_TASK_PANELS);
+    let per_task = if par {
+        (panels / (4 * rayon::current_num_threads())).clamp(1, MAX_TASK_PANELS)
+    } else {
+        MAX_TASK_PANELS
+    };
     let tasks = panels.div_ceil(per_task);
     let outp = OutPtr(out.as_mut_ptr());
     let ap_ref = &ap[..m * kp];
@@ -346,7 +380,7 @@ fn gemm<F: Format>(
     let fit = PANEL_MAJOR_A_BYTES / (m * KC * 4).max(1);
     let sb = kblocks.div_ceil(kblocks.div_ceil(fit.max(1)));
     let panel_major = matches!(src, WSrc::Packed(_)) && fit >= 2;
-    (0..tasks).into_par_iter().for_each(|t| {
+    let task = |t: usize| {
         let (p0, p1) = (t * per_task, ((t + 1) * per_task).min(panels));
         if let (WSrc::Packed(pk), true) = (src, panel_major) {
             // SAFETY: panels p0..p1 are this task's own columns of `out`, and the caller checked
@@ -434,7 +468,12 @@ fn gemm<F: Format>(
             }
         }
         B_PACK.with(|c| *c.borrow_mut() = bp);
-    });
+    };
+    if par {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
     A_PACK.with(|c| *c.borrow_mut() = ap);
 }
 
@@ -484,10 +523,17 @@ unsafe fn packed_walk<F: Format>(
     }
 }
 
-/// Packs A into `[block][unit][row]` (`ap[i0 * kp + p * r + rr]` = packed unit `p` of row
-/// `i0 + rr`): bf16 pairs (f32 rounded to bf16 first; an odd `k`'s last pair has a zero high
-/// half) or f32 bits.
-fn pack_a(a: APack<'_>, k: usize, kp: usize, blocks: &[(usize, usize)], ap: &mut [u32]) {
+/// Packs A (row `i` from `i * lda`) into `[block][unit][row]` (`ap[i0 * kp + p * r + rr]` =
+/// packed unit `p` of row `i0 + rr`): bf16 pairs (f32 rounded to bf16 first; an odd `k`'s last
+/// pair has a zero high half) or f32 bits. On rayon when `par`.
+fn pack_a(
+    a: APack<'_>,
+    (k, lda): (usize, usize),
+    kp: usize,
+    blocks: &[(usize, usize)],
+    ap: &mut [u32],
+    par: bool,
+) {
     let mut chunks = Vec::with_capacity(blocks.len());
     let mut rest = ap;
     for &(i0, r) in blocks {
@@ -496,42 +542,89 @@ fn pack_a(a: APack<'_>, k: usize, kp: usize, blocks: &[(usize, usize)], ap: &mut
         rest = tail;
     }
     let scratch_len = match a {
-        APack::Bf16(Lhs::F32(_)) => k,
+        APack::Bf16(Lhs::F32(_)) => MR * k,
         _ => 0,
     };
-    chunks.into_par_iter().for_each_init(
-        || vec![MaybeUninit::<u16>::uninit(); scratch_len],
-        |scratch, (i0, r, dst)| {
-            for rr in 0..r {
-                let row = i0 + rr;
-                let bits: &[u16] = match a {
-                    APack::F32(v) => {
-                        for (p, &x) in v[row * k..(row + 1) * k].iter().enumerate() {
-                            dst[p * r + rr] = x.to_bits();
-                        }
-                        continue;
-                    }
-                    APack::Bf16(Lhs::Bf16(v)) => bytemuck::cast_slice(&v[row * k..(row + 1) * k]),
-                    APack::Bf16(Lhs::F32(v)) => {
-                        let src = bytemuck::cast_slice(&v[row * k..(row + 1) * k]);
-                        // Bit-exact with `half::bf16::from_f32` on every level; Avx512Bf16 is
-                        // the level this GEMM runs on.
-                        convert_f32_bytes(Isa::Avx512Bf16, src, scratch, HalfFormat::Bf16);
-                        // SAFETY: `convert_f32_bytes` initialised all `k` values.
-                        unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u16>(), k) }
-                    }
-                };
-                let pairs = bits.chunks_exact(2);
-                let tail = pairs.remainder();
-                for (p, pair) in pairs.enumerate() {
-                    dst[p * r + rr] = u32::from(pair[0]) | (u32::from(pair[1]) << 16);
-                }
-                if let [last] = tail {
-                    dst[(kp - 1) * r + rr] = u32::from(*last);
-                }
+    let pack = |scratch: &mut Vec<MaybeUninit<u16>>, (i0, r, dst): (usize, usize, &mut [u32])| {
+        match a {
+            APack::F32(v) => pack_rows::<f32>(v, |rr| (i0 + rr) * lda, (r, k, 1), dst),
+            APack::Bf16(Lhs::Bf16(v)) => {
+                let bits: &[u16] = bytemuck::cast_slice(v);
+                pack_rows(bits, |rr| (i0 + rr) * lda, (r, k, 2), dst);
             }
-        },
-    );
+            APack::Bf16(Lhs::F32(v)) => {
+                // The block's rows rounded to bf16 first: bit-exact with `half::bf16::from_f32`
+                // on every level; Avx512Bf16 is the level this GEMM runs on.
+                for (rr, out) in scratch.chunks_exact_mut(k).take(r).enumerate() {
+                    let row = (i0 + rr) * lda;
+                    let src = bytemuck::cast_slice(&v[row..row + k]);
+                    convert_f32_bytes(Isa::Avx512Bf16, src, out, HalfFormat::Bf16);
+                }
+                // SAFETY: `convert_f32_bytes` initialised the first `r * k` values.
+                let bits =
+                    unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u16>(), r * k) };
+                pack_rows(bits, |rr| rr * k, (r, k, 2), dst);
+            }
+        }
+    };
+    let init = || vec![MaybeUninit::<u16>::uninit(); scratch_len];
+    if par {
+        chunks.into_par_iter().for_each_init(init, pack);
+    } else {
+        let mut scratch = init();
+        chunks.into_iter().for_each(|c| pack(&mut scratch, c));
+    }
+}
+
+/// One micro-panel of A: `dst[p * r + rr]` = unit `p` of row `rr` (from `src[row(rr)]`, `k`
+/// elements, `per` of them per unit: 1 for f32 bits, 2 for bf16 pairs, the high half of an odd
+/// `k`'s last pair zero). Whole 16-unit groups go through the AVX-512 transpose, the rest unit by
+/// unit.
+fn pack_rows<T: Copy + Into<PackBits>>(
+    src: &[T],
+    row: impl Fn(usize) -> usize,
+    (r, k, per): (usize, usize, usize),
+    dst: &mut [u32],
+) {
+    let kp = k.div_ceil(per);
+    let whole = k / per / 16 * 16;
+    let rows: [usize; 16] = std::array::from_fn(|j| row(j.min(r - 1)));
+    for u0 in (0..whole).step_by(16) {
+        // SAFETY: gemm runs on AVX-512 CPUs only; each row holds `k >= per * (u0 + 16)` elements
+        // from `row(rr)` (the callers' slices), and `dst` holds `kp * r >= (u0 + 16) * r` units.
+        unsafe {
+            let out = (&mut dst[u0 * r..], r, ((1u32 << r) - 1) as u16);
+            x86::transpose16(src, rows, per * u0, RowLoad::Units, out);
+        }
+    }
+    for rr in 0..r {
+        let s = &src[row(rr)..row(rr) + k];
+        for p in whole..kp {
+            let lo: PackBits = s[per * p].into();
+            let hi = if per == 2 && per * p + 1 < k {
+                let h: PackBits = s[per * p + 1].into();
+                h.0 << 16
+            } else {
+                0
+            };
+            dst[p * r + rr] = lo.0 | hi;
+        }
+    }
+}
+
+/// A packed unit's bits from one element: an f32's 32 bits, or a bf16's 16 (low half).
+struct PackBits(u32);
+
+impl From<f32> for PackBits {
+    fn from(x: f32) -> Self {
+        PackBits(x.to_bits())
+    }
+}
+
+impl From<u16> for PackBits {
+    fn from(x: u16) -> Self {
+        PackBits(u32::from(x))
+    }
 }
 
 /// Packs units `q0..q0 + qn` of W rows `n0..n0 + nb` as `bp[t * NR + j]` = unit `q0 + t` of row
@@ -569,7 +662,7 @@ pub(crate) fn pack_panel<F: Format>(
                     rows,
                     F::PER * (q0 + t0),
                     F::LOAD,
-                    &mut bp[t0 * NR + j0..],
+                    (&mut bp[t0 * NR + j0..], NR, 0xffff),
                 );
             }
         }

@@ -7,25 +7,27 @@ use crate::ops::Activation;
 use crate::simd::erf::x86::gelu16;
 use crate::simd::exp::x86::quick_gelu16;
 
-/// `out[c * 32 + j] = unit c of row j` for 16 rows and the 16 `u32` units from element `e0`:
-/// a 16 x 16 transpose of `u32` (unpack 32, unpack 64, two 128-bit lane shuffles). `load`:
-/// `Units` reads 64 bytes per row (bf16 pairs or f32 values), `I8ToBf16` 32 int8 values,
-/// converted to bf16 pairs.
+/// `out[c * stride + j] = unit c of row j` for 16 rows and the 16 `u32` units from element `e0`,
+/// for the rows `j` set in `mask`: a 16 x 16 transpose of `u32` (unpack 32, unpack 64, two 128-bit
+/// lane shuffles). `load`: `Units` reads 64 bytes per row (bf16 pairs or f32 values), `I8ToBf16`
+/// 32 int8 values, converted to bf16 pairs. W panels use stride 32 and all 16 rows; A's
+/// micro-panels stride `r` and the first `r` rows.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F; the 64 (`Units`) or 32 (`I8ToBf16`, `T = i8`) bytes from
-/// `w[rows[j] + e0]` must be inside `w` for every `j`, and `out.len() >= 15 * 32 + 16`.
+/// `w[rows[j] + e0]` must be inside `w` for every `j`, and `out.len() >= 15 * stride + 16` (or
+/// `15 * stride + r` with the first `r` rows masked).
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn transpose16<T>(
     w: &[T],
     rows: [usize; 16],
     e0: usize,
     load: super::RowLoad,
-    out: &mut [u32],
+    (out, stride, mask): (&mut [u32], usize, u16),
 ) {
     let i8_rows = load == super::RowLoad::I8ToBf16;
     let bytes = if i8_rows { 32 } else { 64 };
-    debug_assert!(out.len() >= 15 * 32 + 16);
+    debug_assert!(out.len() >= 15 * stride + (16 - mask.leading_zeros() as usize));
     debug_assert!(!i8_rows || size_of::<T>() == 1);
     debug_assert!(rows
         .iter()
@@ -66,8 +68,9 @@ pub(super) unsafe fn transpose16<T>(
             (12 + e, _mm512_shuffle_i32x4::<0xDD>(w0, w1)),
         ];
         for (c, v) in cols {
-            // SAFETY: `c * 32 + 16 <= out.len()` by the contract.
-            unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(c * 32) as *mut _, v) };
+            // SAFETY: the masked lanes of `c * stride..c * stride + 16` are inside `out` by the
+            // contract.
+            unsafe { _mm512_mask_storeu_epi32(out.as_mut_ptr().add(c * stride).cast(), mask, v) };
         }
     }
 }

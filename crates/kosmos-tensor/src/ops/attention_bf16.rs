@@ -1,0 +1,177 @@
+//! [`super::AttentionProducts::Bf16`] on AVX512_BF16: per (batch, head), q and k rounded to bf16
+//! and multiplied by the panel GEMM (`vdpbf16ps`, f32 accumulation), the f32 scores softmaxed as
+//! in the f32 path, then the probabilities (rounded to bf16 while they are packed) times v (rounded
+//! to bf16 and packed as the GEMM's weight panels). Each head runs on one thread; the heads are
+//! spread over rayon.
+
+use std::mem::MaybeUninit;
+
+use half::bf16;
+use rayon::prelude::*;
+
+use super::attention::{softmax_scores, Mask};
+use crate::convert::{convert_f32_bytes, HalfFormat};
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::ops::matmul::f32_storage;
+use crate::simd::panel_gemm::{gemm_bf16_serial, Lhs, WSrc, NR};
+use crate::simd::Isa;
+use crate::tensor::Tensor;
+
+/// One thread's scratch for a head: the scores / probabilities (f32, then bf16) and v packed as
+/// the weight panels of `P · v`.
+#[derive(Default)]
+struct Scratch {
+    scores: Vec<f32>,
+    probs: Vec<bf16>,
+    v_packed: Vec<u32>,
+}
+
+/// `src` rounded to bf16 (nearest even), on rayon in chunks.
+fn to_bf16(src: &[f32]) -> Vec<bf16> {
+    let mut dst = vec![bf16::ZERO; src.len()];
+    dst.par_chunks_mut(1 << 14)
+        .zip(src.par_chunks(1 << 14))
+        .for_each(|(d, s)| to_bf16_into(s, d));
+    dst
+}
+
+/// `src` rounded to bf16 into `dst` (the same length).
+fn to_bf16_into(src: &[f32], dst: &mut [bf16]) {
+    // SAFETY: `bf16` is `repr(transparent)` over `u16`; an initialised slice is a valid
+    // `MaybeUninit` slice of the same length, and only initialised values are written to it.
+    let out = unsafe {
+        std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<MaybeUninit<u16>>(), dst.len())
+    };
+    convert_f32_bytes(
+        Isa::Avx512Bf16,
+        bytemuck::cast_slice(src),
+        out,
+        HalfFormat::Bf16,
+    );
+}
+
+/// A `[B, H, T, hd]` operand in bf16: its storage rounded to bf16, read through the view's strides
+/// (made contiguous first unless its head dim is contiguous and its storage is at most twice the
+/// view).
+struct Operand {
+    data: Vec<bf16>,
+    offset: usize,
+    strides: [usize; 4],
+}
+
+impl Operand {
+    fn new(t: &Tensor) -> Result<Self> {
+        let dense = t.strides()[3] == 1 && f32_storage(t).len() <= 2 * t.elem_count();
+        let t = if dense { t.clone() } else { t.contiguous()? };
+        let st = t.strides();
+        Ok(Self {
+            data: to_bf16(f32_storage(&t)),
+            offset: t.layout.offset,
+            strides: [st[0], st[1], st[2], st[3]],
+        })
+    }
+
+    /// Where head `(bi, hi)` starts.
+    fn head(&self, (bi, hi): (usize, usize)) -> usize {
+        self.offset + bi * self.strides[0] + hi * self.strides[1]
+    }
+
+    /// Elements between tokens.
+    fn row_stride(&self) -> usize {
+        self.strides[2]
+    }
+}
+
+/// v's head (`tk` rows of `hd` from `at`, `rs` apart) as the weight panels of `P · v`: W is `vᵀ`
+/// (`[hd, tk]`), so panel `pi` holds, for each key pair `t`, the units
+/// `v[2t][c] | v[2t + 1][c] << 16` of its `NR` columns `c` (zero past `hd`, and the high half past
+/// an odd `tk`).
+fn pack_v(v: &[bf16], (at, rs): (usize, usize), tk: usize, hd: usize, dst: &mut Vec<u32>) {
+    let kp = tk.div_ceil(2);
+    let panels = hd.div_ceil(NR);
+    dst.clear();
+    dst.resize(panels * kp * NR, 0);
+    for (pi, panel) in dst.chunks_exact_mut(kp * NR).enumerate() {
+        let (c0, cols) = (pi * NR, NR.min(hd - pi * NR));
+        for (t, units) in panel.chunks_exact_mut(NR).enumerate() {
+            let lo = &v[at + 2 * t * rs + c0..][..cols];
+            if 2 * t + 1 < tk {
+                let hi = &v[at + (2 * t + 1) * rs + c0..][..cols];
+                for ((u, l), h) in units.iter_mut().zip(lo).zip(hi) {
+                    *u = u32::from(l.to_bits()) | (u32::from(h.to_bits()) << 16);
+                }
+            } else {
+                for (u, l) in units.iter_mut().zip(lo) {
+                    *u = u32::from(l.to_bits());
+                }
+            }
+        }
+    }
+}
+
+/// The attention of `super::attention::run` for [`super::AttentionProducts::Bf16`]; the caller
+/// checked shapes, the mask and AVX512_BF16.
+pub(super) fn run(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    dtype: DType,
+    mask: Option<&Mask>,
+    scale: f32,
+    want_probs: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (b, h, tq, hd) = (q.dims()[0], q.dims()[1], q.dims()[2], q.dims()[3]);
+    let tk = k.dims()[2];
+    let isa = Isa::current();
+    let mut out = vec![0f32; b * h * tq * hd];
+    let mut probs = if want_probs {
+        vec![0f32; b * h * tq * tk]
+    } else {
+        Vec::new()
+    };
+    let (qb, kb, vb) = (Operand::new(q)?, Operand::new(k)?, Operand::new(v)?);
+    let head = |i: usize, o: &mut [f32], p: Option<&mut [f32]>, s: &mut Scratch| {
+        let bh = (i / h, i % h);
+        let p = match p {
+            Some(p) => p,
+            None => {
+                s.scores.resize(tq * tk, 0.0);
+                &mut s.scores[..]
+            }
+        };
+        // scores = q kᵀ: k's rows are the GEMM's weight rows.
+        p.fill(0.0);
+        let k_rows = WSrc::Rows {
+            w: &kb.data[..],
+            w_offset: kb.head(bh),
+            w_rs: kb.row_stride(),
+        };
+        let qa = Lhs::Bf16(&qb.data[qb.head(bh)..]);
+        gemm_bf16_serial(qa, qb.row_stride(), (tq, tk, hd), k_rows, p);
+        softmax_scores(isa, p, tk, mask, bh, scale);
+        // out = P v with P rounded to bf16.
+        s.probs.resize(tq * tk, bf16::ZERO);
+        to_bf16_into(p, &mut s.probs);
+        pack_v(
+            &vb.data,
+            (vb.head(bh), vb.row_stride()),
+            tk,
+            hd,
+            &mut s.v_packed,
+        );
+        let v_panels = WSrc::Packed(&s.v_packed);
+        gemm_bf16_serial(Lhs::Bf16(&s.probs), tk, (tq, hd, tk), v_panels, o);
+    };
+    if want_probs {
+        out.par_chunks_mut(tq * hd)
+            .zip(probs.par_chunks_mut(tq * tk))
+            .enumerate()
+            .for_each_init(Scratch::default, |s, (i, (o, p))| head(i, o, Some(p), s));
+    } else {
+        out.par_chunks_mut(tq * hd)
+            .enumerate()
+            .for_each_init(Scratch::default, |s, (i, o)| head(i, o, None, s));
+    }
+    let out = Tensor::from_f32_with_dtype(out, &[b, h, tq, hd], dtype);
+    let probs = want_probs.then(|| Tensor::from_f32_with_dtype(probs, &[b, h, tq, tk], dtype));
+    Ok((out, probs))
+}
