@@ -154,24 +154,31 @@ pub(crate) mod x86 {
         let erfc_mid = _mm512_sub_ps(set(1.0 - ERX), pq);
 
         // 1.25 <= |x| < 6: erfc = exp(-z z - 0.5625) exp((z - |x|)(z + |x|) + R / S) / |x|,
-        // s = 1 / x², z = |x| with the low 13 bits cleared; R, S by |x| < 1 / 0.35.
-        let s = _mm512_div_ps(set(1.0), _mm512_mul_ps(ax, ax));
-        let near = below(0x4036_db6d);
-        let r = _mm512_mask_mov_ps(horner(s, &RB), near, horner(s, &RA));
-        let big_s = _mm512_mask_mov_ps(horner1(s, &SB), near, horner1(s, &SA));
-        let zz = _mm512_castsi512_ps(_mm512_and_si512(
-            abs_bits,
-            _mm512_set1_epi32(0xffff_e000u32 as i32),
-        ));
-        let neg_zz = _mm512_sub_ps(_mm512_setzero_ps(), zz);
-        let e1 = exp16(_mm512_sub_ps(_mm512_mul_ps(neg_zz, zz), set(0.5625)));
-        let arg = _mm512_add_ps(
-            _mm512_mul_ps(_mm512_sub_ps(zz, ax), _mm512_add_ps(zz, ax)),
-            _mm512_div_ps(r, big_s),
-        );
-        let erfc_far = _mm512_div_ps(_mm512_mul_ps(e1, exp16(arg)), ax);
+        // s = 1 / x², z = |x| with the low 13 bits cleared; R, S by |x| < 1 / 0.35. The most
+        // expensive range (two `exp`s, three divisions): skipped when no lane is in it (or above
+        // it), which leaves every lane's result as it was.
+        let mid_or_below = below(0x3fa0_0000);
+        let erfc_far = if mid_or_below == u16::MAX {
+            _mm512_setzero_ps()
+        } else {
+            let s = _mm512_div_ps(set(1.0), _mm512_mul_ps(ax, ax));
+            let near = below(0x4036_db6d);
+            let r = _mm512_mask_mov_ps(horner(s, &RB), near, horner(s, &RA));
+            let big_s = _mm512_mask_mov_ps(horner1(s, &SB), near, horner1(s, &SA));
+            let zz = _mm512_castsi512_ps(_mm512_and_si512(
+                abs_bits,
+                _mm512_set1_epi32(0xffff_e000u32 as i32),
+            ));
+            let neg_zz = _mm512_sub_ps(_mm512_setzero_ps(), zz);
+            let e1 = exp16(_mm512_sub_ps(_mm512_mul_ps(neg_zz, zz), set(0.5625)));
+            let arg = _mm512_add_ps(
+                _mm512_mul_ps(_mm512_sub_ps(zz, ax), _mm512_add_ps(zz, ax)),
+                _mm512_div_ps(r, big_s),
+            );
+            _mm512_div_ps(_mm512_mul_ps(e1, exp16(arg)), ax)
+        };
 
-        let erfc = _mm512_mask_mov_ps(erfc_far, below(0x3fa0_0000), erfc_mid);
+        let erfc = _mm512_mask_mov_ps(erfc_far, mid_or_below, erfc_mid);
         let y = _mm512_sub_ps(set(1.0), erfc);
         // |x| >= 6: 1 - 2^-120, which is 1 in f32.
         let y = _mm512_mask_mov_ps(set(1.0), below(0x40c0_0000), y);
