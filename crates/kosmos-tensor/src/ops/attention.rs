@@ -6,6 +6,7 @@
 
 use rayon::prelude::*;
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::matmul::{as_f32, f32_storage, gemm_f32, StridedMat};
 use crate::ops::softmax::softmax_scaled_row;
@@ -142,12 +143,6 @@ fn run(
     let head_off = |t: &Tensor, bi: usize, hi: usize| {
         t.layout.offset + bi * t.strides()[0] + hi * t.strides()[1]
     };
-    let mut out = vec![0f32; b * h * tq * hd];
-    let mut probs = if want_probs {
-        vec![0f32; b * h * tq * tk]
-    } else {
-        Vec::new()
-    };
     let head = |i: usize, o: &mut [f32], p: &mut [f32], pr: &mut Vec<f32>| {
         let (bi, hi) = (i / h, i % h);
         let qm = StridedMat {
@@ -185,19 +180,87 @@ fn run(
         };
         gemm_f32(o, hd, (tq, hd, tk), pm, vm, false, false);
     };
-    if want_probs {
-        out.par_chunks_mut(tq * hd)
-            .zip(probs.par_chunks_mut(tq * tk))
-            .enumerate()
-            .for_each_init(Vec::new, |pr, (i, (o, p))| head(i, o, p, pr));
-    } else {
-        out.par_chunks_mut(tq * hd).enumerate().for_each_init(
-            || (vec![0f32; tq * tk], Vec::new()),
-            |(scratch, pr), (i, o)| head(i, o, scratch, pr),
-        );
+    run_heads((b, h, tq, tk, hd), want_probs, q.dtype(), head)
+}
+
+/// `[B, Tq, H, hd]` output storage that the heads fill from their own threads, one head's rows at
+/// a time.
+struct HeadsOut {
+    ptr: *mut f32,
+    len: usize,
+    dims: (usize, usize, usize),
+}
+
+// SAFETY: `put`'s contract gives each head's rows to one thread; the rows of different heads are
+// disjoint, and the buffer outlives the parallel loop (`run_heads`).
+unsafe impl Send for HeadsOut {}
+// SAFETY: as above.
+unsafe impl Sync for HeadsOut {}
+
+impl HeadsOut {
+    /// Copies head `i`'s (`i = batch · H + head`) `[tq, hd]` rows `o` to their places.
+    ///
+    /// # Safety
+    /// No other call for the same `i` runs at the same time.
+    unsafe fn put(&self, i: usize, o: &[f32]) {
+        let (tq, h, hd) = self.dims;
+        let (bi, hi) = (i / h, i % h);
+        for (r, row) in o.chunks_exact(hd).take(tq).enumerate() {
+            let at = ((bi * tq + r) * h + hi) * hd;
+            assert!(at + hd <= self.len, "attention output bounds");
+            // SAFETY: in bounds (asserted); the elements belong to head `i` only, which no other
+            // thread writes (the contract).
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), self.ptr.add(at), hd) };
+        }
     }
-    let out = Tensor::from_f32_with_dtype(out, &[b, h, tq, hd], q.dtype());
-    let probs = want_probs.then(|| Tensor::from_f32_with_dtype(probs, &[b, h, tq, tk], q.dtype()));
+}
+
+/// Runs `head(i, out, scores, scratch)` for every (batch, head) `i = batch · H + head` on rayon:
+/// `scores` is that head's `[tq, tk]` probabilities block (or scratch when they are not wanted)
+/// and `out` its `[tq, hd]` result, which is then copied into a `[B, Tq, H, hd]` buffer. The
+/// result is that buffer viewed as `[B, H, Tq, hd]`, so the callers' transpose back to
+/// `[B, Tq, H·hd]` (before `out_proj`) needs no copy.
+pub(super) fn run_heads<S: Default>(
+    (b, h, tq, tk, hd): (usize, usize, usize, usize, usize),
+    want_probs: bool,
+    dtype: DType,
+    head: impl Fn(usize, &mut [f32], &mut [f32], &mut S) + Sync + Send,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let mut out = vec![0f32; b * tq * h * hd];
+    let dst = HeadsOut {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+        dims: (tq, h, hd),
+    };
+    let mut probs = if want_probs {
+        vec![0f32; b * h * tq * tk]
+    } else {
+        Vec::new()
+    };
+    let init = || {
+        let scores = if want_probs { 0 } else { tq * tk };
+        (vec![0f32; tq * hd], vec![0f32; scores], S::default())
+    };
+    if want_probs {
+        probs
+            .par_chunks_mut(tq * tk)
+            .enumerate()
+            .for_each_init(init, |(o, _, s), (i, p)| {
+                head(i, o, p, s);
+                // SAFETY: each `i` is visited once.
+                unsafe { dst.put(i, o) };
+            });
+    } else {
+        (0..b * h)
+            .into_par_iter()
+            .for_each_init(init, |(o, p, s), i| {
+                head(i, o, p, s);
+                // SAFETY: each `i` is visited once.
+                unsafe { dst.put(i, o) };
+            });
+    }
+    let out = Tensor::from_f32_with_dtype(out, &[b, tq, h, hd], dtype).transpose(1, 2)?;
+    let probs = want_probs.then(|| Tensor::from_f32_with_dtype(probs, &[b, h, tq, tk], dtype));
     Ok((out, probs))
 }
 

@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 use half::bf16;
 use rayon::prelude::*;
 
-use super::attention::{softmax_scores, Mask};
+use super::attention::{run_heads, softmax_scores, Mask};
 use crate::convert::{convert_f32_bytes, HalfFormat};
 use crate::dtype::DType;
 use crate::error::Result;
@@ -18,11 +18,10 @@ use crate::simd::panel_gemm::{gemm_bf16_serial, Lhs, WSrc, NR};
 use crate::simd::Isa;
 use crate::tensor::Tensor;
 
-/// One thread's scratch for a head: the scores / probabilities (f32, then bf16) and v packed as
-/// the weight panels of `P · v`.
+/// One thread's scratch for a head: the probabilities in bf16 and v packed as the weight panels
+/// of `P · v`.
 #[derive(Default)]
 struct Scratch {
-    scores: Vec<f32>,
     probs: Vec<bf16>,
     v_packed: Vec<u32>,
 }
@@ -122,22 +121,9 @@ pub(super) fn run(
     let (b, h, tq, hd) = (q.dims()[0], q.dims()[1], q.dims()[2], q.dims()[3]);
     let tk = k.dims()[2];
     let isa = Isa::current();
-    let mut out = vec![0f32; b * h * tq * hd];
-    let mut probs = if want_probs {
-        vec![0f32; b * h * tq * tk]
-    } else {
-        Vec::new()
-    };
     let (qb, kb, vb) = (Operand::new(q)?, Operand::new(k)?, Operand::new(v)?);
-    let head = |i: usize, o: &mut [f32], p: Option<&mut [f32]>, s: &mut Scratch| {
+    let head = |i: usize, o: &mut [f32], p: &mut [f32], s: &mut Scratch| {
         let bh = (i / h, i % h);
-        let p = match p {
-            Some(p) => p,
-            None => {
-                s.scores.resize(tq * tk, 0.0);
-                &mut s.scores[..]
-            }
-        };
         // scores = q kᵀ: k's rows are the GEMM's weight rows.
         p.fill(0.0);
         let k_rows = WSrc::Rows {
@@ -159,19 +145,8 @@ pub(super) fn run(
             &mut s.v_packed,
         );
         let v_panels = WSrc::Packed(&s.v_packed);
+        o.fill(0.0);
         gemm_bf16_serial(Lhs::Bf16(&s.probs), tk, (tq, hd, tk), v_panels, o);
     };
-    if want_probs {
-        out.par_chunks_mut(tq * hd)
-            .zip(probs.par_chunks_mut(tq * tk))
-            .enumerate()
-            .for_each_init(Scratch::default, |s, (i, (o, p))| head(i, o, Some(p), s));
-    } else {
-        out.par_chunks_mut(tq * hd)
-            .enumerate()
-            .for_each_init(Scratch::default, |s, (i, o)| head(i, o, None, s));
-    }
-    let out = Tensor::from_f32_with_dtype(out, &[b, h, tq, hd], dtype);
-    let probs = want_probs.then(|| Tensor::from_f32_with_dtype(probs, &[b, h, tq, tk], dtype));
-    Ok((out, probs))
+    run_heads((b, h, tq, tk, hd), want_probs, dtype, head)
 }
