@@ -2,7 +2,9 @@
 //!
 //! One rayon task per (batch, head): two small GEMMs that read q, k and v in place through their
 //! strides (so `[B, T, H, hd] -> transpose(1, 2)` views and KV-cache `narrow`s need no copy), with the
-//! scores of that head only in a scratch buffer.
+//! scores of that head only in a scratch buffer. The result `[B, H, Tq, hd]` is a view of a
+//! `[B, Tq, H, hd]` buffer (each head copies its rows there), so the model's transpose back to
+//! `[B, Tq, H·hd]` is free.
 
 use rayon::prelude::*;
 
