@@ -10,25 +10,10 @@ mod support;
 
 use kosmos_tensor::ops::{self, AttentionProducts};
 use kosmos_tensor::simd::{with_isa, Isa};
-use kosmos_tensor::{bf16, Tensor};
 use support::*;
 
 /// As in `ops.rs`: the f32 ops against f64 references.
 const F32_TOL: f64 = 1e-6;
-
-fn round(x: &[f32]) -> Vec<f32> {
-    x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect()
-}
-
-/// `[b, h, t, hd]` data as the model's strided view of a `[b, t, h, hd]` buffer.
-fn view(d: &[f32], (b, h, t, hd): (usize, usize, usize, usize)) -> Tensor {
-    let bthd = tensor(d, &[b, h, t, hd])
-        .transpose(1, 2)
-        .unwrap()
-        .contiguous()
-        .unwrap();
-    bthd.transpose(1, 2).unwrap()
-}
 
 fn check((b, h, tq, tk, hd): (usize, usize, usize, usize, usize), masked: bool, seed: u64) {
     let q = rand_vec(seed, b * h * tq * hd, 1.0);
@@ -42,20 +27,20 @@ fn check((b, h, tq, tk, hd): (usize, usize, usize, usize, usize), masked: bool, 
     let scale = 1.0 / (hd as f32).sqrt();
     let mask_ref = masked.then_some((&mask[..], true));
     let (_, want_p) = attention_ref(
-        &round(&q),
-        &round(&k),
+        &round_bf16(&q),
+        &round_bf16(&k),
         &v,
         mask_ref,
         (b, h, tq, tk, hd),
         scale,
     );
     let (qt, kt, vt) = (
-        view(&q, (b, h, tq, hd)),
-        view(&k, (b, h, tk, hd)),
-        view(&v, (b, h, tk, hd)),
+        heads_view(&q, (b, h, tq, hd)),
+        heads_view(&k, (b, h, tk, hd)),
+        heads_view(&v, (b, h, tk, hd)),
     );
     let mt = tensor(&mask, &[b, 1, tq, tk]);
-    let vr = round(&v);
+    let vr = round_bf16(&v);
     for isa in Isa::available() {
         let run = |probs| {
             with_isa(isa, || {
@@ -88,7 +73,7 @@ fn check((b, h, tq, tk, hd): (usize, usize, usize, usize, usize), masked: bool, 
         let mut mag = vec![0f64; b * h * tq * hd];
         for bh in 0..b * h {
             for i in 0..tq {
-                let pr = round(&p[(bh * tq + i) * tk..(bh * tq + i + 1) * tk]);
+                let pr = round_bf16(&p[(bh * tq + i) * tk..(bh * tq + i + 1) * tk]);
                 for (j, &pj) in pr.iter().enumerate() {
                     for d in 0..hd {
                         let x = pj as f64 * vr[(bh * tk + j) * hd + d] as f64;

@@ -488,14 +488,7 @@ fn attention_on_vision_sized_heads_matches_reference() {
         (b, h, t, t, hd),
         scale,
     );
-    let view = |d: &[f32]| {
-        let bthd = tensor(d, &[b, h, t, hd])
-            .transpose(1, 2)
-            .unwrap()
-            .contiguous()
-            .unwrap();
-        bthd.transpose(1, 2).unwrap()
-    };
+    let view = |d: &[f32]| heads_view(d, (b, h, t, hd));
     let (qt, kt, vt) = (view(&q), view(&k), view(&v));
     let mt = tensor(&mask, &[1, 1, t, t]);
     for isa in Isa::available() {

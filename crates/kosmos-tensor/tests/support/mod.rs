@@ -18,6 +18,17 @@ pub fn round_bf16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect()
 }
 
+/// `[b, h, t, hd]` data as the model passes it to attention: the `transpose(1, 2)` view of a
+/// contiguous `[b, t, h, hd]` buffer.
+pub fn heads_view(d: &[f32], (b, h, t, hd): (usize, usize, usize, usize)) -> Tensor {
+    let bthd = tensor(d, &[b, h, t, hd])
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    bthd.transpose(1, 2).unwrap()
+}
+
 /// A `[n, k]` weight of `dtype` that is a view into a larger `[n + 3, k + pad]` tensor at row 2,
 /// column `col` (offset and row stride ≠ k), and its values.
 pub fn offset_view(
