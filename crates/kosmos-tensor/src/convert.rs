@@ -36,6 +36,13 @@ pub(crate) enum HalfFormat {
 /// Converts f32 values to bf16 (round to nearest even), on the SIMD level of [`Isa::current`].
 pub fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) -> Result<()> {
     check_len("convert::f32_to_bf16", src.len(), dst.len())?;
+    round_into_bf16(src, dst);
+    Ok(())
+}
+
+/// [`f32_to_bf16`] of the first `min(src.len(), dst.len())` values, for internal callers whose
+/// lengths match by construction.
+pub(crate) fn round_into_bf16(src: &[f32], dst: &mut [bf16]) {
     // SAFETY: `bf16` is `repr(transparent)` over `u16`; an initialised slice is a valid
     // `MaybeUninit` slice of the same length, and only initialised values are written to it.
     let out = unsafe {
@@ -47,23 +54,13 @@ pub fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) -> Result<()> {
         out,
         HalfFormat::Bf16,
     );
-    Ok(())
 }
 
 /// `src` rounded to bf16 (nearest even) and widened back to f32: the activations a bf16 GEMM
 /// multiplies, for the paths that then run an f32 GEMM on them.
 pub(crate) fn bf16_rounded(src: &[f32]) -> Vec<f32> {
     let mut b = vec![bf16::ZERO; src.len()];
-    // SAFETY: as in `f32_to_bf16`; `b` has `src.len()` initialised values.
-    let out = unsafe {
-        std::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<MaybeUninit<u16>>(), b.len())
-    };
-    convert_f32_bytes(
-        Isa::current(),
-        bytemuck::cast_slice(src),
-        out,
-        HalfFormat::Bf16,
-    );
+    round_into_bf16(src, &mut b);
     let mut r = vec![0f32; src.len()];
     half::slice::HalfFloatSliceExt::convert_to_f32_slice(&b[..], &mut r);
     r

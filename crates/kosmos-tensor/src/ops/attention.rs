@@ -163,7 +163,8 @@ fn run(
         gemm_f32(p, tk, (tq, tk, hd), qm, km, false, false);
         softmax_scores(isa, p, tk, mask.as_ref(), (bi, hi), scale);
         let p: &[f32] = if bf16 {
-            *pr = crate::convert::bf16_rounded(p);
+            pr.clear();
+            pr.extend(p.iter().map(|&x| half::bf16::from_f32(x).to_f32()));
             pr
         } else {
             p

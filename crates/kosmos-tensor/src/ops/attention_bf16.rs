@@ -4,13 +4,11 @@
 //! to bf16 and packed as the GEMM's weight panels). Each head runs on one thread; the heads are
 //! spread over rayon.
 
-use std::mem::MaybeUninit;
-
 use half::bf16;
 use rayon::prelude::*;
 
 use super::attention::{run_heads, softmax_scores, Mask};
-use crate::convert::{convert_f32_bytes, HalfFormat};
+use crate::convert::round_into_bf16;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::ops::matmul::f32_storage;
@@ -31,23 +29,8 @@ fn to_bf16(src: &[f32]) -> Vec<bf16> {
     let mut dst = vec![bf16::ZERO; src.len()];
     dst.par_chunks_mut(1 << 14)
         .zip(src.par_chunks(1 << 14))
-        .for_each(|(d, s)| to_bf16_into(s, d));
+        .for_each(|(d, s)| round_into_bf16(s, d));
     dst
-}
-
-/// `src` rounded to bf16 into `dst` (the same length).
-fn to_bf16_into(src: &[f32], dst: &mut [bf16]) {
-    // SAFETY: `bf16` is `repr(transparent)` over `u16`; an initialised slice is a valid
-    // `MaybeUninit` slice of the same length, and only initialised values are written to it.
-    let out = unsafe {
-        std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<MaybeUninit<u16>>(), dst.len())
-    };
-    convert_f32_bytes(
-        Isa::Avx512Bf16,
-        bytemuck::cast_slice(src),
-        out,
-        HalfFormat::Bf16,
-    );
 }
 
 /// A `[B, H, T, hd]` operand in bf16: its storage rounded to bf16, read through the view's strides
@@ -136,7 +119,7 @@ pub(super) fn run(
         softmax_scores(isa, p, tk, mask, bh, scale);
         // out = P v with P rounded to bf16.
         s.probs.resize(tq * tk, bf16::ZERO);
-        to_bf16_into(p, &mut s.probs);
+        round_into_bf16(p, &mut s.probs);
         pack_v(
             &vb.data,
             (vb.head(bh), vb.row_stride()),

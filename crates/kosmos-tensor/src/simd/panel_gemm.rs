@@ -547,10 +547,9 @@ fn pack_a(
     };
     let pack = |scratch: &mut Vec<MaybeUninit<u16>>, (i0, r, dst): (usize, usize, &mut [u32])| {
         match a {
-            APack::F32(v) => pack_rows::<f32>(v, |rr| (i0 + rr) * lda, (r, k, 1), dst),
+            APack::F32(v) => pack_rows::<F32s>(v, |rr| (i0 + rr) * lda, (r, k), dst),
             APack::Bf16(Lhs::Bf16(v)) => {
-                let bits: &[u16] = bytemuck::cast_slice(v);
-                pack_rows(bits, |rr| (i0 + rr) * lda, (r, k, 2), dst);
+                pack_rows::<Bf16Pairs>(v, |rr| (i0 + rr) * lda, (r, k), dst);
             }
             APack::Bf16(Lhs::F32(v)) => {
                 // The block's rows rounded to bf16 first: bit-exact with `half::bf16::from_f32`
@@ -560,10 +559,11 @@ fn pack_a(
                     let src = bytemuck::cast_slice(&v[row..row + k]);
                     convert_f32_bytes(Isa::Avx512Bf16, src, out, HalfFormat::Bf16);
                 }
-                // SAFETY: `convert_f32_bytes` initialised the first `r * k` values.
-                let bits =
-                    unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u16>(), r * k) };
-                pack_rows(bits, |rr| rr * k, (r, k, 2), dst);
+                // SAFETY: `convert_f32_bytes` initialised the first `r * k` values, and `bf16` is
+                // `repr(transparent)` over `u16`.
+                let rounded =
+                    unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<bf16>(), r * k) };
+                pack_rows::<Bf16Pairs>(rounded, |rr| rr * k, (r, k), dst);
             }
         }
     };
@@ -576,54 +576,31 @@ fn pack_a(
     }
 }
 
-/// One micro-panel of A: `dst[p * r + rr]` = unit `p` of row `rr` (from `src[row(rr)]`, `k`
-/// elements, `per` of them per unit: 1 for f32 bits, 2 for bf16 pairs, the high half of an odd
-/// `k`'s last pair zero). Whole 16-unit groups go through the AVX-512 transpose, the rest unit by
-/// unit.
-fn pack_rows<T: Copy + Into<PackBits>>(
-    src: &[T],
+/// One micro-panel of A: `dst[p * r + rr]` = packed unit `p` (`F::pack_w`: an f32's bits, or a
+/// bf16 pair with the high half of an odd `k`'s last pair zero) of row `rr`, `k` elements from
+/// `src[row(rr)]`. Whole 16-unit groups go through the AVX-512 transpose, the rest unit by unit.
+fn pack_rows<F: Format>(
+    src: &[F::W],
     row: impl Fn(usize) -> usize,
-    (r, k, per): (usize, usize, usize),
+    (r, k): (usize, usize),
     dst: &mut [u32],
 ) {
-    let kp = k.div_ceil(per);
-    let whole = k / per / 16 * 16;
+    let kp = k.div_ceil(F::PER);
+    let whole = k / F::PER / 16 * 16;
     let rows: [usize; 16] = std::array::from_fn(|j| row(j.min(r - 1)));
     for u0 in (0..whole).step_by(16) {
-        // SAFETY: gemm runs on AVX-512 CPUs only; each row holds `k >= per * (u0 + 16)` elements
+        // SAFETY: gemm runs on AVX-512 CPUs only; each row holds `k >= PER * (u0 + 16)` elements
         // from `row(rr)` (the callers' slices), and `dst` holds `kp * r >= (u0 + 16) * r` units.
         unsafe {
             let out = (&mut dst[u0 * r..], r, ((1u32 << r) - 1) as u16);
-            x86::transpose16(src, rows, per * u0, RowLoad::Units, out);
+            x86::transpose16(src, rows, F::PER * u0, RowLoad::Units, out);
         }
     }
     for rr in 0..r {
         let s = &src[row(rr)..row(rr) + k];
         for p in whole..kp {
-            let lo: PackBits = s[per * p].into();
-            let hi = if per == 2 && per * p + 1 < k {
-                let h: PackBits = s[per * p + 1].into();
-                h.0 << 16
-            } else {
-                0
-            };
-            dst[p * r + rr] = lo.0 | hi;
+            dst[p * r + rr] = F::pack_w(s, F::PER * p);
         }
-    }
-}
-
-/// A packed unit's bits from one element: an f32's 32 bits, or a bf16's 16 (low half).
-struct PackBits(u32);
-
-impl From<f32> for PackBits {
-    fn from(x: f32) -> Self {
-        PackBits(x.to_bits())
-    }
-}
-
-impl From<u16> for PackBits {
-    fn from(x: u16) -> Self {
-        PackBits(u32::from(x))
     }
 }
 

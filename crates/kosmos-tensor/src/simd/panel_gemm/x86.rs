@@ -11,11 +11,11 @@ use crate::simd::exp::x86::quick_gelu16;
 /// for the rows `j` set in `mask`: a 16 x 16 transpose of `u32` (unpack 32, unpack 64, two 128-bit
 /// lane shuffles). `load`: `Units` reads 64 bytes per row (bf16 pairs or f32 values), `I8ToBf16`
 /// 32 int8 values, converted to bf16 pairs. W panels use stride 32 and all 16 rows; A's
-/// micro-panels stride `r` and the first `r` rows. With `stride < 16` each column is stored as a
-/// whole vector wherever 16 lanes fit in `out` (with masked stores the transpose took 2.2 % of a
-/// bf16 prefill profile, with whole ones 0.5 %): its
+/// micro-panels stride `r` and the first `r` rows. Each column goes out as a whole vector where 16
+/// lanes fit in `out` and either the mask is full or `stride < 16` (with masked stores the
+/// transpose took 2.2 % of a bf16 prefill profile, with whole ones 0.5 %). Below 16, a column's
 /// lanes past `stride` land on later elements of `out`, which the caller must write afterwards
-/// (later columns here; later units of the block in `pack_rows`).
+/// (later columns here, in column order; later units of the block in `pack_rows`).
 ///
 /// # Safety
 /// The CPU must support AVX-512 F; the 64 (`Units`) or 32 (`I8ToBf16`, `T = i8`) bytes from
@@ -72,33 +72,15 @@ pub(super) unsafe fn transpose16<T>(
         all[12 + e] = _mm512_shuffle_i32x4::<0xDD>(w0, w1);
     }
     let p = out.as_mut_ptr();
-    if stride >= 16 {
-        for (c, v) in all.into_iter().enumerate() {
-            // SAFETY: the masked lanes of `c * stride..c * stride + 16` are inside `out` by the
-            // contract (all 16 of them when `mask` is full).
-            unsafe {
-                if mask == u16::MAX {
-                    _mm512_storeu_si512(p.add(c * stride).cast(), v);
-                } else {
-                    _mm512_mask_storeu_epi32(p.add(c * stride).cast(), mask, v);
-                }
-            }
-        }
-    } else {
-        // Narrower than a vector (A's micro-panels): whole-vector stores in column order where
-        // the vector fits in `out`, each spilling past its `stride` lanes into later columns
-        // (or later units of the caller's block), which later stores overwrite; masked where it
-        // would not fit.
-        for (c, v) in all.into_iter().enumerate() {
-            let at = c * stride;
-            // SAFETY: a whole store is inside `out` (checked); a masked one writes the masked
-            // lanes, inside `out` by the contract.
-            unsafe {
-                if at + 16 <= out.len() {
-                    _mm512_storeu_si512(p.add(at).cast(), v);
-                } else {
-                    _mm512_mask_storeu_epi32(p.add(at).cast(), mask, v);
-                }
+    for (c, v) in all.into_iter().enumerate() {
+        let at = c * stride;
+        // SAFETY: a whole store is inside `out` (checked); a masked one writes the masked lanes,
+        // inside `out` by the contract.
+        unsafe {
+            if at + 16 <= out.len() && (stride < 16 || mask == u16::MAX) {
+                _mm512_storeu_si512(p.add(at).cast(), v);
+            } else {
+                _mm512_mask_storeu_epi32(p.add(at).cast(), mask, v);
             }
         }
     }
