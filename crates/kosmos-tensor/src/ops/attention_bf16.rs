@@ -12,7 +12,7 @@ use crate::convert::round_into_bf16;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::ops::matmul::f32_storage;
-use crate::simd::panel_gemm::{gemm_bf16_serial, Lhs, WSrc, NR};
+use crate::simd::panel_gemm::{gemm_bf16_serial, GemmOut, Lhs, WSrc, NR};
 use crate::simd::Isa;
 use crate::tensor::Tensor;
 
@@ -108,14 +108,19 @@ pub(super) fn run(
     let head = |i: usize, o: &mut [f32], p: &mut [f32], s: &mut Scratch| {
         let bh = (i / h, i % h);
         // scores = q kᵀ: k's rows are the GEMM's weight rows.
-        p.fill(0.0);
         let k_rows = WSrc::Rows {
             w: &kb.data[..],
             w_offset: kb.head(bh),
             w_rs: kb.row_stride(),
         };
         let qa = Lhs::Bf16(&qb.data[qb.head(bh)..]);
-        gemm_bf16_serial(qa, qb.row_stride(), (tq, tk, hd), k_rows, p);
+        gemm_bf16_serial(
+            qa,
+            qb.row_stride(),
+            (tq, tk, hd),
+            k_rows,
+            GemmOut::set(p, None),
+        );
         softmax_scores(isa, p, tk, mask, bh, scale);
         // out = P v with P rounded to bf16.
         s.probs.resize(tq * tk, bf16::ZERO);
@@ -128,8 +133,8 @@ pub(super) fn run(
             &mut s.v_packed,
         );
         let v_panels = WSrc::Packed(&s.v_packed);
-        o.fill(0.0);
-        gemm_bf16_serial(Lhs::Bf16(&s.probs), tk, (tq, hd, tk), v_panels, o);
+        let probs = Lhs::Bf16(&s.probs);
+        gemm_bf16_serial(probs, tk, (tq, hd, tk), v_panels, GemmOut::set(o, None));
     };
     run_heads((b, h, tq, tk, hd), want_probs, dtype, head)
 }

@@ -143,8 +143,7 @@ pub fn linear_int8_into(
     if rows <= MAX_GEMV_ROWS {
         gemv_int8_rows_into(Isa::current(), x, rows, w, bias, out);
     } else {
-        // The bf16 GEMM accumulates into `out` (a fresh buffer in `linear_int8` is zeros already).
-        out.fill(0.0);
+        // Both GEMMs write every output (neither reads `out` first).
         gemm_int8_into(x, rows, w, bias, out, None);
     }
     Ok(())
@@ -283,8 +282,8 @@ fn gemv_int8_m<const M: usize>(
     }
 }
 
-/// Multi-row path: `bf16(x) · qᵀ`, then scale (and bias). See the module docs. `out` must hold
-/// zeros (the AVX512_BF16 GEMM accumulates into it).
+/// Multi-row path: `bf16(x) · qᵀ`, then scale (and bias). See the module docs. Every output is
+/// written; `out`'s old values are not read.
 /// `act` (if any) is applied after the scale and bias, in the same pass on AVX512_BF16.
 fn gemm_int8_into(
     x: &[f32],
@@ -316,10 +315,10 @@ fn gemm_int8_bf16(
     act: Option<Activation>,
 ) {
     let isa = Isa::current();
-    use crate::simd::panel_gemm::{gemm_i8_avx512, Lhs};
+    use crate::simd::panel_gemm::{gemm_i8_avx512, GemmOut, Lhs};
     let [n, k] = w.dims();
     let scales = w.scales();
-    gemm_i8_avx512(Lhs::F32(x), (rows, n, k), w.q(), out);
+    gemm_i8_avx512(Lhs::F32(x), (rows, n, k), w.q(), GemmOut::set(out, None));
     out[..rows * n].par_chunks_mut(n).for_each(|row| {
         match bias {
             Some(b) => {
@@ -507,7 +506,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn int8_gemm_is_bitwise_the_bf16_gemm_on_converted_weights() {
-        use crate::simd::panel_gemm::{gemm_bf16_avx512, gemm_i8_avx512, Lhs};
+        use crate::simd::panel_gemm::{gemm_bf16_avx512, gemm_i8_avx512, GemmOut, Lhs};
         if !Isa::Avx512Bf16.is_supported() {
             eprintln!("skipped: needs AVX512_BF16");
             return;
@@ -528,10 +527,11 @@ mod tests {
             }
             let x = values(i as u64 + 99, m * k);
             let mut got = vec![0f32; m * n];
-            gemm_i8_avx512(Lhs::F32(&x), (m, n, k), &q, &mut got);
+            gemm_i8_avx512(Lhs::F32(&x), (m, n, k), &q, GemmOut::Add(&mut got));
             let wb: Vec<half::bf16> = q.iter().map(|&v| half::bf16::from_f32(v.into())).collect();
             let mut want = vec![0f32; m * n];
-            gemm_bf16_avx512(Lhs::F32(&x), (m, n, k), &wb, 0, k, &mut want, None);
+            let want_out = GemmOut::Add(&mut want);
+            gemm_bf16_avx512(Lhs::F32(&x), (m, n, k), &wb, 0, k, want_out, None);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "m={m} k={k} n={n}");
         }

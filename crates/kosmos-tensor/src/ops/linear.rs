@@ -9,7 +9,7 @@ use crate::ops::gemv::{gemv_into, gemv_rows_into, WeightRows, MAX_GEMV_ROWS};
 use crate::ops::matmul::{f32_storage, gemm_f32, StridedMat};
 use crate::ops::{apply_opt, Activation};
 #[cfg(target_arch = "x86_64")]
-use crate::simd::panel_gemm::Lhs;
+use crate::simd::panel_gemm::{GemmOut, Lhs};
 use crate::simd::Isa;
 use crate::storage::CpuSlice;
 use crate::tensor::{check_cpu, Tensor};
@@ -101,6 +101,11 @@ fn linear_impl(
         return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
     }
 
+    // The AVX-512 panel GEMMs start each output from the bias themselves.
+    #[cfg(target_arch = "x86_64")]
+    if let Some(out) = panel_gemm_new(isa, (x, &xv), rows, w, bias.as_deref(), act)? {
+        return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
+    }
     // Every GEMM below accumulates into `out`, which starts as the bias rows (or zeros).
     let mut out = super::bias_rows(rows, n, bias.as_deref().map(CpuSlice::F32));
     let lhs = StridedMat {
@@ -109,24 +114,6 @@ fn linear_impl(
         rs: k,
         cs: 1,
     };
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Bf16
-        && x.dtype() == DType::BF16
-        && w.dtype() == DType::BF16
-        && w.strides()[1] == 1
-    {
-        // bf16 activations and weights: vdpbf16ps, no conversion of the weights.
-        let xb = x.contiguous()?;
-        if let (Some(CpuSlice::BF16(a)), CpuSlice::BF16(wd)) =
-            (xb.contiguous_slice(), w.storage.slice())
-        {
-            let (off, rs) = (w.layout.offset, w.strides()[0]);
-            let a = Lhs::Bf16(a);
-            let dims = (rows, n, k);
-            crate::simd::panel_gemm::gemm_bf16_avx512(a, dims, wd, off, rs, &mut out, act);
-            return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
-        }
-    }
     if w.dtype() == DType::BF16 && rows > MAX_GEMV_ROWS {
         bf16_weight_gemm(isa, &xv, rows, w, &mut out, true, act)?;
         return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
@@ -138,6 +125,57 @@ fn linear_impl(
         apply_opt(act, &mut out);
     }
     Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()))
+}
+
+/// [`linear_impl`]'s panel GEMMs (more than one row): bf16 activations or more than
+/// `MAX_GEMV_ROWS` (16) rows with bf16 weights on AVX512_BF16, f32 weights on AVX-512, both with
+/// unit-stride weight rows. They write a new buffer whose outputs start from the bias
+/// ([`GemmOut::Set`]: no bias rows written and read back). `None` where neither applies.
+#[cfg(target_arch = "x86_64")]
+fn panel_gemm_new(
+    isa: Isa,
+    (x, xv): (&Tensor, &[f32]),
+    rows: usize,
+    w: &Tensor,
+    bias: Option<&[f32]>,
+    act: Option<Activation>,
+) -> Result<Option<Vec<f32>>> {
+    use crate::simd::panel_gemm::{gemm_bf16_avx512, gemm_f32_avx512, new_output};
+    use std::mem::MaybeUninit;
+    let (n, k) = (w.dims()[0], w.dims()[1]);
+    if w.strides()[1] != 1 {
+        return Ok(None);
+    }
+    let (dims, off, rs) = ((rows, n, k), w.layout.offset, w.strides()[0]);
+    match w.storage.slice() {
+        CpuSlice::BF16(wd) if isa == Isa::Avx512Bf16 && x.dtype() == DType::BF16 => {
+            // bf16 activations and weights: vdpbf16ps, no conversion of either.
+            let xb = x.contiguous()?;
+            let Some(CpuSlice::BF16(a)) = xb.contiguous_slice() else {
+                return Ok(None);
+            };
+            let run = |o: &mut [MaybeUninit<f32>]| {
+                gemm_bf16_avx512(Lhs::Bf16(a), dims, wd, off, rs, GemmOut::Set(o, bias), act)
+            };
+            // SAFETY: a `Set` GEMM of `rows x n` writes every element.
+            Ok(Some(unsafe { new_output(rows * n, run) }))
+        }
+        CpuSlice::BF16(wd) if isa == Isa::Avx512Bf16 && rows > MAX_GEMV_ROWS => {
+            let run = |o: &mut [MaybeUninit<f32>]| {
+                gemm_bf16_avx512(Lhs::F32(xv), dims, wd, off, rs, GemmOut::Set(o, bias), act)
+            };
+            // SAFETY: as above.
+            Ok(Some(unsafe { new_output(rows * n, run) }))
+        }
+        CpuSlice::F32(wd) if isa >= Isa::Avx512 => {
+            let run = |o: &mut [MaybeUninit<f32>]| {
+                gemm_f32_avx512(xv, dims, wd, off, rs, GemmOut::Set(o, bias), act)
+            };
+            // SAFETY: as above.
+            Ok(Some(unsafe { new_output(rows * n, run) }))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// [`linear`] into a caller's buffer: `x` is `[rows, in]` f32 row-major, `out` is `[rows, out]`.
@@ -256,12 +294,10 @@ fn bf16_weight_gemm(
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Bf16 && w.strides()[1] == 1 {
         if let CpuSlice::BF16(wd) = w.storage.slice() {
-            if !accumulate {
-                out[..rows * n].fill(0.0);
-            }
             let (off, rs) = (w.layout.offset, w.strides()[0]);
             let a = Lhs::F32(x);
-            crate::simd::panel_gemm::gemm_bf16_avx512(a, (rows, n, k), wd, off, rs, out, act);
+            let o = gemm_out(&mut out[..rows * n], accumulate);
+            crate::simd::panel_gemm::gemm_bf16_avx512(a, (rows, n, k), wd, off, rs, o, act);
             return Ok(());
         }
     }
@@ -299,13 +335,10 @@ fn f32_weight_gemm(
     let (n, k) = (w.dims()[0], w.dims()[1]);
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx512 && w.strides()[1] == 1 && lhs.rs == k && lhs.cs == 1 {
-        if !accumulate {
-            out[..rows * n].fill(0.0);
-        }
         let a = &lhs.data[lhs.offset..lhs.offset + rows * k];
         let (off, rs) = (w.layout.offset, w.strides()[0]);
-        let dims = (rows, n, k);
-        crate::simd::panel_gemm::gemm_f32_avx512(a, dims, f32_storage(w), off, rs, out, act);
+        let (dims, o) = ((rows, n, k), gemm_out(&mut out[..rows * n], accumulate));
+        crate::simd::panel_gemm::gemm_f32_avx512(a, dims, f32_storage(w), off, rs, o, act);
         return;
     }
     let _ = isa;
@@ -318,6 +351,16 @@ fn f32_weight_gemm(
     };
     gemm_f32(out, n, (rows, n, k), lhs, rhs, accumulate, true);
     apply_opt(act, &mut out[..rows * n]);
+}
+
+/// A panel GEMM's output: added to (`accumulate`) or overwritten (never read first, no zeroing).
+#[cfg(target_arch = "x86_64")]
+fn gemm_out(out: &mut [f32], accumulate: bool) -> GemmOut<'_> {
+    if accumulate {
+        GemmOut::Add(out)
+    } else {
+        GemmOut::set(out, None)
+    }
 }
 
 /// GEMM with bf16/f16 weights: convert panels of `W` rows to f32 (in parallel, into one reused buffer

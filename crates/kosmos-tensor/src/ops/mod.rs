@@ -103,7 +103,7 @@ pub(crate) fn into_rows(
 }
 
 /// The bias as f32 (borrowed when it is f32 already).
-fn bias_f32(bias: CpuSlice<'_>) -> std::borrow::Cow<'_, [f32]> {
+pub(crate) fn bias_f32(bias: CpuSlice<'_>) -> std::borrow::Cow<'_, [f32]> {
     match bias {
         CpuSlice::F32(b) => std::borrow::Cow::Borrowed(b),
         other => (0..other.len()).map(|i| other.get_f32(i)).collect(),

@@ -113,8 +113,8 @@ pub fn linear_packed_into(
 enum Out<'a> {
     /// A caller's `[rows, n]` buffer.
     Given(&'a mut [f32]),
-    /// A new buffer for `rows` rows of x (checked by the caller), created here so that the
-    /// GEMM's starting bias rows are written once.
+    /// A new buffer for `rows` rows of x (checked by the caller), created here so that the GEMM
+    /// can write it without zeroing it first.
     New { out: &'a mut Vec<f32>, rows: usize },
 }
 
@@ -151,29 +151,32 @@ fn packed_into(
         None => None,
     };
     let gemm = cfg!(target_arch = "x86_64") && rows > MAX_GEMV_ROWS && isa == Isa::Avx512Bf16;
-    let out: &mut [f32] = match out {
-        Out::Given(o) => {
-            if gemm {
-                super::fill_rows(o, n, bias);
+    #[cfg(target_arch = "x86_64")]
+    if gemm {
+        use crate::simd::panel_gemm::{gemm_bf16_packed_avx512, new_output, GemmOut, Lhs};
+        let bias = bias.map(super::bias_f32);
+        let bias = bias.as_deref();
+        let run = |o: GemmOut<'_>| {
+            gemm_bf16_packed_avx512(Lhs::F32(x), (rows, n, k), w.data(), o, act);
+        };
+        // The GEMM's first K block starts from the bias: the rows are not written beforehand.
+        match out {
+            Out::Given(o) => run(GemmOut::set(o, bias)),
+            // SAFETY: a `Set` GEMM of `rows x n` writes every element.
+            Out::New { out: v, .. } => {
+                *v = unsafe { new_output(rows * n, |o| run(GemmOut::Set(o, bias))) };
             }
-            o
         }
+        return Ok(());
+    }
+    let out: &mut [f32] = match out {
+        Out::Given(o) => o,
         Out::New { out: v, .. } => {
-            // The GEMM accumulates onto the bias rows; the GEMV writes every output itself.
-            *v = if gemm {
-                super::bias_rows(rows, n, bias)
-            } else {
-                vec![0f32; rows * n]
-            };
+            // The GEMV writes every output itself.
+            *v = vec![0f32; rows * n];
             v
         }
     };
-    #[cfg(target_arch = "x86_64")]
-    if gemm {
-        let a = crate::simd::panel_gemm::Lhs::F32(x);
-        crate::simd::panel_gemm::gemm_bf16_packed_avx512(a, (rows, n, k), w.data(), out, act);
-        return Ok(());
-    }
     if rows > MAX_GEMV_ROWS {
         // Elsewhere: the same products, on x rounded to bf16.
         let xr = crate::convert::bf16_rounded(x);

@@ -99,7 +99,75 @@ impl OutPtr {
     }
 }
 
-/// `out[i * n + j] += sum_p a[i * k + p] * w[w_offset + j * w_rs + p]`, with `a` rounded to bf16.
+/// Where a panel GEMM writes its `[m, n]` result, and what each output starts from.
+pub(crate) enum GemmOut<'a> {
+    /// `out += A · Wᵀ`: each K block's partial sums are added to what `out` holds.
+    Add(&'a mut [f32]),
+    /// `out = bias + A · Wᵀ` in every row (`0 + A · Wᵀ` without a bias): the first K block's
+    /// tiles start from the bias instead of reading `out`, so its old contents are never read and
+    /// may be uninitialised, and every one of the `m x n` elements is written. Bitwise `Add` on
+    /// rows set to the bias (or zeros) first, without writing and re-reading those rows.
+    Set(&'a mut [MaybeUninit<f32>], Option<&'a [f32]>),
+}
+
+impl<'a> GemmOut<'a> {
+    /// [`GemmOut::Set`] over an initialised buffer.
+    pub(crate) fn set(out: &'a mut [f32], bias: Option<&'a [f32]>) -> Self {
+        // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and a GEMM only writes initialised
+        // f32 values through it, so `out` stays initialised.
+        let o = unsafe { &mut *(std::ptr::from_mut(out) as *mut [MaybeUninit<f32>]) };
+        GemmOut::Set(o, bias)
+    }
+
+    /// The buffer's start and length, and how the first K block starts its tiles.
+    fn parts(self) -> (OutPtr, usize, Start<'a>) {
+        match self {
+            GemmOut::Add(o) => (OutPtr(o.as_mut_ptr()), o.len(), Start::Add),
+            GemmOut::Set(o, bias) => (OutPtr(o.as_mut_ptr().cast()), o.len(), Start::Set(bias)),
+        }
+    }
+}
+
+/// A new `len`-element buffer written by `fill`, a panel GEMM into [`GemmOut::Set`] of all `len`
+/// elements.
+///
+/// # Safety
+/// `fill` must write every element of the slice it is given (a `GemmOut::Set` GEMM whose `m * n`
+/// is `len` does), or panic.
+pub(crate) unsafe fn new_output(
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<f32>]),
+) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: the first `len` elements were written by `fill` (the caller's contract).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// How [`gemm`]'s first K block starts its tiles.
+#[derive(Clone, Copy)]
+enum Start<'a> {
+    /// From the values in `out`.
+    Add,
+    /// From the bias row (zeros without one).
+    Set(Option<&'a [f32]>),
+}
+
+impl Start<'_> {
+    /// The start of the tile at column `n0` for the K block starting at unit `q0`: only the first
+    /// K block (`q0 == 0`) starts from the bias; the later ones add to the tile.
+    fn tile(self, q0: usize, n0: usize) -> TileStart {
+        match (self, q0) {
+            (Start::Set(Some(b)), 0) => TileStart::Bias(b[n0..].as_ptr()),
+            (Start::Set(None), 0) => TileStart::Zero,
+            _ => TileStart::Add,
+        }
+    }
+}
+
+/// `out[i * n + j] += sum_p a[i * k + p] * w[w_offset + j * w_rs + p]`, with `a` rounded to bf16
+/// (`=` from the bias for [`GemmOut::Set`]).
 ///
 /// # Panics
 /// If the slices are too short for the given sizes, or the CPU lacks AVX512_BF16 (internal
@@ -110,7 +178,7 @@ pub(crate) fn gemm_bf16_avx512(
     w: &[bf16],
     w_offset: usize,
     w_rs: usize,
-    out: &mut [f32],
+    out: GemmOut<'_>,
     act: Option<Activation>,
 ) {
     assert!(
@@ -131,7 +199,7 @@ pub(crate) fn gemm_bf16_packed_avx512(
     a: Lhs<'_>,
     (m, n, k): (usize, usize, usize),
     packed: &[u32],
-    out: &mut [f32],
+    out: GemmOut<'_>,
     act: Option<Activation>,
 ) {
     assert!(
@@ -159,7 +227,7 @@ pub(crate) fn gemm_i8_avx512(
     a: Lhs<'_>,
     (m, n, k): (usize, usize, usize),
     q: &[i8],
-    out: &mut [f32],
+    out: GemmOut<'_>,
 ) {
     assert!(
         Isa::Avx512Bf16.is_supported(),
@@ -186,7 +254,7 @@ pub(crate) fn gemm_f32_avx512(
     w: &[f32],
     w_offset: usize,
     w_rs: usize,
-    out: &mut [f32],
+    out: GemmOut<'_>,
     act: Option<Activation>,
 ) {
     assert!(Isa::Avx512.is_supported(), "gemm_f32 needs AVX-512");
@@ -205,7 +273,7 @@ pub(crate) fn gemm_bf16_serial(
     lda: usize,
     (m, n, k): (usize, usize, usize),
     src: WSrc<'_, bf16>,
-    out: &mut [f32],
+    out: GemmOut<'_>,
 ) {
     assert!(
         Isa::Avx512Bf16.is_supported(),
@@ -251,9 +319,28 @@ impl APack<'_> {
     }
 }
 
-/// What a micro-kernel does with its finished tile: the column masks of the panel's two halves,
-/// and the activation to apply (on the last K block only).
-pub(crate) type TileOut = ((u16, u16), Option<Activation>);
+/// What a micro-kernel does with its finished tile.
+#[derive(Clone, Copy)]
+pub(crate) struct TileOut {
+    /// The column masks of the panel's two 16-column halves.
+    pub(crate) masks: (u16, u16),
+    /// What the tile's sums are added to.
+    pub(crate) start: TileStart,
+    /// The activation to apply to the stored tile (on the last K block only).
+    pub(crate) act: Option<Activation>,
+}
+
+/// What a micro-kernel adds its sums to.
+#[derive(Clone, Copy)]
+pub(crate) enum TileStart {
+    /// The tile's values in the output.
+    Add,
+    /// The bias row from the panel's first column (`masks` select the valid ones); the output's
+    /// old values are not read.
+    Bias(*const f32),
+    /// Zeros; the output's old values are not read.
+    Zero,
+}
 
 /// A micro-kernel dispatch: `(r, a, panel, kc, c, ldc, tile)` (see `x86::kernel_bf16`).
 type Kernel = unsafe fn(usize, &[u32], &[u32], usize, *mut f32, usize, TileOut);
@@ -332,13 +419,17 @@ fn gemm<F: Format>(
     a: APack<'_>,
     (m, n, k): (usize, usize, usize),
     src: WSrc<'_, F::W>,
-    out: &mut [f32],
+    out: GemmOut<'_>,
     act: Option<Activation>,
     (lda, par): (usize, bool),
 ) {
     assert!(lda >= k, "panel gemm lda");
     let a_len = if m == 0 { 0 } else { (m - 1) * lda + k };
-    assert!(a.len() >= a_len && out.len() >= m * n, "panel gemm bounds");
+    let (outp, out_len, start) = out.parts();
+    assert!(a.len() >= a_len && out_len >= m * n, "panel gemm bounds");
+    if let Start::Set(Some(b)) = start {
+        assert!(b.len() >= n, "panel gemm bias");
+    }
     let kp = k.div_ceil(F::PER);
     match src {
         WSrc::Rows { w, w_offset, w_rs } => assert!(
@@ -347,7 +438,18 @@ fn gemm<F: Format>(
         ),
         WSrc::Packed(p) => assert!(p.len() >= n.div_ceil(NR) * kp * NR, "panel gemm bounds"),
     }
-    if m == 0 || n == 0 || k == 0 {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if let Start::Set(bias) = start {
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: `i * n + j < m * n <= out_len`, and nothing else accesses `out`.
+                    unsafe { outp.get().add(i * n + j).write(bias.map_or(0.0, |b| b[j])) };
+                }
+            }
+        }
         return;
     }
     // Row blocks: whole MR-row blocks, then the remainder as one block of its own (71 rows =
@@ -368,7 +470,6 @@ fn gemm<F: Format>(
         MAX_TASK_PANELS
     };
     let tasks = panels.div_ceil(per_task);
-    let outp = OutPtr(out.as_mut_ptr());
     let ap_ref = &ap[..m * kp];
     let blocks_ref = &blocks[..];
     // Pre-packed weights with a small A (prompt-sized inputs): K is cut into super-blocks of `sb`
@@ -383,9 +484,10 @@ fn gemm<F: Format>(
     let task = |t: usize| {
         let (p0, p1) = (t * per_task, ((t + 1) * per_task).min(panels));
         if let (WSrc::Packed(pk), true) = (src, panel_major) {
+            let walk = (n, kp, sb);
             // SAFETY: panels p0..p1 are this task's own columns of `out`, and the caller checked
             // the CPU for `F`'s kernel.
-            unsafe { packed_walk::<F>(pk, ap_ref, blocks_ref, (n, kp, sb), p0..p1, outp, act) };
+            unsafe { packed_walk::<F>(pk, ap_ref, blocks_ref, walk, p0..p1, (outp, start), act) };
             return;
         }
         let mut bp = B_PACK.with(|c| std::mem::take(&mut *c.borrow_mut()));
@@ -461,7 +563,12 @@ fn gemm<F: Format>(
                         // n0..n0 + NR.
                         unsafe {
                             let c = outp.get().add(i0 * n + n0);
-                            (F::KERNEL)(r, a_blk, panel, qn, c, n, (masks, epilogue));
+                            let tile = TileOut {
+                                masks,
+                                start: start.tile(q0, n0),
+                                act: epilogue,
+                            };
+                            (F::KERNEL)(r, a_blk, panel, qn, c, n, tile);
                         }
                     }
                 }
@@ -497,7 +604,7 @@ unsafe fn packed_walk<F: Format>(
     blocks: &[(usize, usize)],
     (n, kp, sb): (usize, usize, usize),
     panels: std::ops::Range<usize>,
-    out: OutPtr,
+    (out, start): (OutPtr, Start<'_>),
     act: Option<Activation>,
 ) {
     for s0 in (0..kp.div_ceil(KC)).step_by(sb) {
@@ -515,7 +622,12 @@ unsafe fn packed_walk<F: Format>(
                     // n0..n0 + nb of `out` (the masks cover only those).
                     unsafe {
                         let c = out.get().add(i0 * n + n0);
-                        (F::KERNEL)(r, a_blk, panel, qn, c, n, (col_masks(nb), epilogue));
+                        let tile = TileOut {
+                            masks: col_masks(nb),
+                            start: start.tile(q0, n0),
+                            act: epilogue,
+                        };
+                        (F::KERNEL)(r, a_blk, panel, qn, c, n, tile);
                     }
                 }
             }

@@ -149,33 +149,62 @@ macro_rules! dispatch {
 dispatch!(dispatch_bf16, kernel_bf16);
 dispatch!(dispatch_f32, kernel_f32);
 
-/// Adds the `R x 32` tile of accumulators `$acc0`/`$acc1` into `$c` (columns 0..16 / 16..32
+/// Adds the `R x 32` tile of accumulators `$acc0`/`$acc1` to its start (`$c`'s values, the bias
+/// row or zeros: [`super::TileStart`]) and stores the sums in `$c` (columns 0..16 / 16..32
 /// selected by the masks), then applies the activation (if any) to the stored sums
 /// ([`act_tile`]). A macro so that the add is expanded inside each kernel with its accumulators
 /// still in registers (as an `#[inline]` function it was compiled out of line once the
 /// activation was added, which cost ≈ 4 % of a bf16 image encode).
 ///
 /// Safety (of the expansion site): the CPU supports AVX-512 F/BW/VL; `$c + r * $ldc + j` is
-/// valid for reads and writes for `r < R` and every column `j` set in the masks, with no other
-/// thread accessing those elements.
+/// valid for writes, and for reads when the start is `Add`, for `r < R` and every column `j` set
+/// in the masks, with no other thread accessing those elements; a `Bias` pointer is valid for
+/// reads of those columns.
 macro_rules! add_tile {
     ($acc0:expr, $acc1:expr, $r:expr, $c:expr, $ldc:expr, $tile:expr) => {{
-        let ((m0, m1), act): super::TileOut = $tile;
-        for r in 0..$r {
-            // SAFETY: the masked lanes are valid by the expansion site's contract; masked-off
-            // lanes are not accessed.
-            unsafe {
-                let row = $c.add(r * $ldc);
-                let v0 = _mm512_maskz_loadu_ps(m0, row);
-                _mm512_mask_storeu_ps(row, m0, _mm512_add_ps(v0, $acc0[r]));
-                // Past the end of `out` when the panel has ≤ 16 columns (then `m1` is 0).
-                let hi = row.wrapping_add(16);
-                let v1 = _mm512_maskz_loadu_ps(m1, hi);
-                _mm512_mask_storeu_ps(hi, m1, _mm512_add_ps(v1, $acc1[r]));
+        let super::TileOut {
+            masks: (m0, m1),
+            start,
+            act,
+        } = $tile;
+        // Past the end of a row (or the bias) when the panel has ≤ 16 columns (then `m1` is 0).
+        let hi = |p: *mut f32| p.wrapping_add(16);
+        if let super::TileStart::Add = start {
+            for r in 0..$r {
+                // SAFETY: the masked lanes are valid by the expansion site's contract; masked-off
+                // lanes are not accessed.
+                unsafe {
+                    let row = $c.add(r * $ldc);
+                    let v0 = _mm512_maskz_loadu_ps(m0, row);
+                    _mm512_mask_storeu_ps(row, m0, _mm512_add_ps(v0, $acc0[r]));
+                    let v1 = _mm512_maskz_loadu_ps(m1, hi(row));
+                    _mm512_mask_storeu_ps(hi(row), m1, _mm512_add_ps(v1, $acc1[r]));
+                }
+            }
+        } else {
+            // The same `start + sums` as `Add` on rows holding the bias (or zeros).
+            let (b0, b1) = match start {
+                // SAFETY: the bias lanes selected by the masks are valid (the contract).
+                super::TileStart::Bias(b) => unsafe {
+                    let b = b.cast_mut();
+                    (
+                        _mm512_maskz_loadu_ps(m0, b),
+                        _mm512_maskz_loadu_ps(m1, hi(b)),
+                    )
+                },
+                _ => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+            };
+            for r in 0..$r {
+                // SAFETY: as above; nothing is read from `$c`.
+                unsafe {
+                    let row = $c.add(r * $ldc);
+                    _mm512_mask_storeu_ps(row, m0, _mm512_add_ps(b0, $acc0[r]));
+                    _mm512_mask_storeu_ps(hi(row), m1, _mm512_add_ps(b1, $acc1[r]));
+                }
             }
         }
         if let Some(act) = act {
-            // SAFETY: the same tile.
+            // SAFETY: the same tile, now written.
             unsafe { act_tile($r, $c, $ldc, (m0, m1), act) }
         }
     }};
