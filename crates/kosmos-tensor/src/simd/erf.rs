@@ -129,16 +129,25 @@ pub(crate) mod x86 {
         _mm512_add_ps(set(1.0), _mm512_mul_ps(z, horner(z, c)))
     }
 
-    /// `libm::erff` of 16 lanes (see the module docs).
+    /// `|x|`'s bits: the ranges below compare them as integers, as `s_erff.c` does.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    fn erf16(x: __m512) -> __m512 {
-        let bits = _mm512_castps_si512(x);
-        let abs_bits = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fff_ffff));
-        let sign = _mm512_and_si512(bits, _mm512_set1_epi32(i32::MIN));
-        let ax = _mm512_castsi512_ps(abs_bits);
-        let below = |t: i32| _mm512_cmplt_epi32_mask(abs_bits, _mm512_set1_epi32(t));
+    fn abs_bits(x: __m512) -> __m512i {
+        _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fff_ffff))
+    }
 
-        // |x| < 0.84375: x + x * (P(z) / Q(z)), z = x * x (|x| < 2^-28: 0.125 * (8x + EFX8 x)).
+    /// The lanes whose `|x|` bits are below `t`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn below(abs_bits: __m512i, t: u32) -> __mmask16 {
+        _mm512_cmplt_epi32_mask(abs_bits, _mm512_set1_epi32(t as i32))
+    }
+
+    /// `erf(x)` on `|x| < 0.84375`: `x + x * (P(z) / Q(z))`, `z = x * x` (`|x| < 2^-28`:
+    /// `0.125 * (8x + EFX8 x)`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn erf_small(x: __m512, abs_bits: __m512i) -> __m512 {
         let z = _mm512_mul_ps(x, x);
         let y = _mm512_div_ps(horner(z, &PP), horner1(z, &QQ));
         let small = _mm512_add_ps(x, _mm512_mul_ps(x, y));
@@ -146,58 +155,176 @@ pub(crate) mod x86 {
             set(0.125),
             _mm512_add_ps(_mm512_mul_ps(set(8.0), x), _mm512_mul_ps(set(EFX8), x)),
         );
-        let small = _mm512_mask_mov_ps(small, below(0x3180_0000), tiny);
+        _mm512_mask_mov_ps(small, below(abs_bits, 0x3180_0000), tiny)
+    }
 
-        // 0.84375 <= |x| < 1.25: erfc = (1 - ERX) - P(s) / Q(s), s = |x| - 1.
+    /// `erfc(|x|)` on `0.84375 <= |x| < 1.25`: `(1 - ERX) - P(s) / Q(s)`, `s = |x| - 1`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn erfc_mid(ax: __m512) -> __m512 {
         let s = _mm512_sub_ps(ax, set(1.0));
         let pq = _mm512_div_ps(horner(s, &PA), horner1(s, &QA));
-        let erfc_mid = _mm512_sub_ps(set(1.0 - ERX), pq);
+        _mm512_sub_ps(set(1.0 - ERX), pq)
+    }
 
-        // 1.25 <= |x| < 6: erfc = exp(-z z - 0.5625) exp((z - |x|)(z + |x|) + R / S) / |x|,
-        // s = 1 / x², z = |x| with the low 13 bits cleared; R, S by |x| < 1 / 0.35. The most
-        // expensive range (two `exp`s, three divisions): skipped when no lane is in it (or above
-        // it), which leaves every lane's result as it was.
-        let mid_or_below = below(0x3fa0_0000);
-        let erfc_far = if mid_or_below == u16::MAX {
+    /// `erfc(|x|)` on `1.25 <= |x| < 6`: `exp(-z z - 0.5625) exp((z - |x|)(z + |x|) + R / S) / |x|`,
+    /// `s = 1 / x²`, `z = |x|` with the low 13 bits cleared; R, S by `|x| < 1 / 0.35`. The most
+    /// expensive range (two `exp`s, three divisions).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn erfc_far(ax: __m512, abs_bits: __m512i) -> __m512 {
+        let s = _mm512_div_ps(set(1.0), _mm512_mul_ps(ax, ax));
+        let near = below(abs_bits, 0x4036_db6d);
+        let r = _mm512_mask_mov_ps(horner(s, &RB), near, horner(s, &RA));
+        let big_s = _mm512_mask_mov_ps(horner1(s, &SB), near, horner1(s, &SA));
+        let zz = _mm512_castsi512_ps(_mm512_and_si512(
+            abs_bits,
+            _mm512_set1_epi32(0xffff_e000u32 as i32),
+        ));
+        let neg_zz = _mm512_sub_ps(_mm512_setzero_ps(), zz);
+        let e1 = exp16(_mm512_sub_ps(_mm512_mul_ps(neg_zz, zz), set(0.5625)));
+        let arg = _mm512_add_ps(
+            _mm512_mul_ps(_mm512_sub_ps(zz, ax), _mm512_add_ps(zz, ax)),
+            _mm512_div_ps(r, big_s),
+        );
+        _mm512_div_ps(_mm512_mul_ps(e1, exp16(arg)), ax)
+    }
+
+    /// `erf(x)` on `|x| >= 0.84375` from `erfc(|x|)`: `1 - erfc` (1 from `|x| >= 6` on, where
+    /// `1 - 2^-120` is 1 in f32, so ±inf gives ±1) with `x`'s sign; NaN stays NaN.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn erf_large(x: __m512, abs_bits: __m512i, erfc: __m512) -> __m512 {
+        let sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(i32::MIN));
+        let y = _mm512_sub_ps(set(1.0), erfc);
+        let y = _mm512_mask_mov_ps(set(1.0), below(abs_bits, 0x40c0_0000), y);
+        let signed = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y), sign));
+        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+        _mm512_mask_mov_ps(signed, nan, x)
+    }
+
+    /// `libm::erff` of 16 lanes (see the module docs): each lane's range selected by masks (the
+    /// reference [`gelu_sorted`] is tested against).
+    #[cfg(test)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn erf16(x: __m512) -> __m512 {
+        let bits = abs_bits(x);
+        let ax = _mm512_castsi512_ps(bits);
+        let small = erf_small(x, bits);
+        // The far range is skipped when no lane is in it (or above it), which leaves every
+        // lane's result as it was.
+        let mid_or_below = below(bits, 0x3fa0_0000);
+        let far = if mid_or_below == u16::MAX {
             _mm512_setzero_ps()
         } else {
-            let s = _mm512_div_ps(set(1.0), _mm512_mul_ps(ax, ax));
-            let near = below(0x4036_db6d);
-            let r = _mm512_mask_mov_ps(horner(s, &RB), near, horner(s, &RA));
-            let big_s = _mm512_mask_mov_ps(horner1(s, &SB), near, horner1(s, &SA));
-            let zz = _mm512_castsi512_ps(_mm512_and_si512(
-                abs_bits,
-                _mm512_set1_epi32(0xffff_e000u32 as i32),
-            ));
-            let neg_zz = _mm512_sub_ps(_mm512_setzero_ps(), zz);
-            let e1 = exp16(_mm512_sub_ps(_mm512_mul_ps(neg_zz, zz), set(0.5625)));
-            let arg = _mm512_add_ps(
-                _mm512_mul_ps(_mm512_sub_ps(zz, ax), _mm512_add_ps(zz, ax)),
-                _mm512_div_ps(r, big_s),
-            );
-            _mm512_div_ps(_mm512_mul_ps(e1, exp16(arg)), ax)
+            erfc_far(ax, bits)
         };
-
-        let erfc = _mm512_mask_mov_ps(erfc_far, mid_or_below, erfc_mid);
-        let y = _mm512_sub_ps(set(1.0), erfc);
-        // |x| >= 6: 1 - 2^-120, which is 1 in f32.
-        let y = _mm512_mask_mov_ps(set(1.0), below(0x40c0_0000), y);
-        let signed = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y), sign));
-        let res = _mm512_mask_mov_ps(signed, below(0x3f58_0000), small);
-        // NaN stays NaN (±inf is ±1 above).
-        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-        _mm512_mask_mov_ps(res, nan, x)
+        let erfc = _mm512_mask_mov_ps(far, mid_or_below, erfc_mid(ax));
+        _mm512_mask_mov_ps(erf_large(x, bits, erfc), below(bits, 0x3f58_0000), small)
     }
 
     /// `gelu` of 16 lanes: `v * 0.5 * (1 + erf(v * FRAC_1_SQRT_2))`, the scalar GELU's operations.
+    #[cfg(test)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(crate) fn gelu16(v: __m512) -> __m512 {
-        let e = erf16(_mm512_mul_ps(v, set(std::f32::consts::FRAC_1_SQRT_2)));
+        gelu_with(v, |x| erf16(x))
+    }
+
+    /// `v * 0.5 * (1 + erf(v * FRAC_1_SQRT_2))` with `erf` given.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn gelu_with(v: __m512, erf: impl Fn(__m512) -> __m512) -> __m512 {
+        let e = erf(_mm512_mul_ps(v, set(std::f32::consts::FRAC_1_SQRT_2)));
         _mm512_mul_ps(_mm512_mul_ps(v, set(0.5)), _mm512_add_ps(set(1.0), e))
+    }
+
+    /// Vectors of 16 lanes [`gelu_sorted`] takes at once: an epilogue tile, 12 rows x 2 halves.
+    pub(crate) const SORTED_VECTORS: usize = 24;
+
+    /// The first `n` (≤ 16) lanes.
+    #[inline]
+    fn first(n: usize) -> __mmask16 {
+        ((1u32 << n) - 1) as __mmask16
+    }
+
+    /// [`gelu16`] in place of the lanes selected by each `(pointer, mask)` of `vecs` (at most
+    /// [`SORTED_VECTORS`]), evaluated range by range: each vector's lanes are compressed into
+    /// one buffer per `erff` range (`|x| < 0.84375`, `< 1.25`, the rest), each buffer runs only
+    /// its range's formula 16 lanes at a time, and the results are expanded back in place. A
+    /// lane's operations are the ones [`gelu16`]'s masks select for it, so every result is
+    /// bitwise [`gelu16`]'s; a vector of 16 no longer pays for every range one of its lanes is in
+    /// (GELU inputs are mostly in the first range, but most vectors hold a lane of the second).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL and POPCNT (`Isa::Avx512`); each pointer must be
+    /// valid for reads and writes of its masked lanes, no two vectors may overlap, and no other
+    /// thread may access them.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,popcnt")]
+    pub(crate) unsafe fn gelu_sorted(vecs: &[(*mut f32, __mmask16)]) {
+        const CAP: usize = SORTED_VECTORS * 16 + 16;
+        assert!(
+            vecs.len() <= SORTED_VECTORS,
+            "gelu_sorted: too many vectors"
+        );
+        // Written before read: each compressed store writes 16 lanes from its buffer's count.
+        let mut bufs = [[std::mem::MaybeUninit::<f32>::uninit(); CAP]; 3];
+        let mut masks = [[0 as __mmask16; 3]; SORTED_VECTORS];
+        let mut counts = [0usize; 3];
+        for (&(p, m), vm) in vecs.iter().zip(&mut masks) {
+            // SAFETY: the masked lanes of `p` are valid (the contract).
+            let v = unsafe { _mm512_maskz_loadu_ps(m, p) };
+            let bits = abs_bits(_mm512_mul_ps(v, set(std::f32::consts::FRAC_1_SQRT_2)));
+            let small = m & below(bits, 0x3f58_0000);
+            let mid = m & !small & below(bits, 0x3fa0_0000);
+            *vm = [small, mid, m & !small & !mid];
+            for ((buf, count), &cm) in bufs.iter_mut().zip(&mut counts).zip(vm.iter()) {
+                // SAFETY: `count <= 16 * (vectors so far)`, so the 16 lanes fit in `CAP`.
+                unsafe {
+                    let dst = buf.as_mut_ptr().add(*count).cast::<f32>();
+                    _mm512_storeu_ps(dst, _mm512_maskz_compress_ps(cm, v));
+                }
+                *count += cm.count_ones() as usize;
+            }
+        }
+        for (range, (buf, &count)) in bufs.iter_mut().zip(&counts).enumerate() {
+            let p = buf.as_mut_ptr().cast::<f32>();
+            for i in (0..count).step_by(16) {
+                // SAFETY: lanes `i..count` were written above; the store stays inside `CAP`.
+                unsafe {
+                    let v = _mm512_maskz_loadu_ps(first((count - i).min(16)), p.add(i));
+                    let g = match range {
+                        0 => gelu_with(v, |x| erf_small(x, abs_bits(x))),
+                        1 => gelu_with(v, |x| {
+                            let bits = abs_bits(x);
+                            erf_large(x, bits, erfc_mid(_mm512_castsi512_ps(bits)))
+                        }),
+                        _ => gelu_with(v, |x| {
+                            let bits = abs_bits(x);
+                            erf_large(x, bits, erfc_far(_mm512_castsi512_ps(bits), bits))
+                        }),
+                    };
+                    _mm512_storeu_ps(p.add(i), g);
+                }
+            }
+        }
+        let mut taken = [0usize; 3];
+        for (&(p, m), vm) in vecs.iter().zip(&masks) {
+            let mut g = _mm512_setzero_ps();
+            for ((buf, at), &cm) in bufs.iter().zip(&mut taken).zip(vm.iter()) {
+                let n = cm.count_ones() as usize;
+                // SAFETY: lanes `at..at + n` of the buffer hold this vector's results.
+                let src = unsafe { _mm512_maskz_loadu_ps(first(n), buf.as_ptr().add(*at).cast()) };
+                g = _mm512_mask_expand_ps(g, cm, src);
+                *at += n;
+            }
+            // SAFETY: the masked lanes of `p` are valid (the contract).
+            unsafe { _mm512_mask_storeu_ps(p, m, g) };
+        }
     }
 
     /// Applies the 16-lane function `$f` to the slice `$xs` in place (the tail masked); used
     /// inside a function with the same target features as `$f`.
+    #[cfg(test)]
     macro_rules! map16 {
         ($xs:expr, $f:ident) => {{
             let xs: &mut [f32] = $xs;
@@ -229,13 +356,33 @@ pub(crate) mod x86 {
         map16!(xs, erf16)
     }
 
-    /// GELU in place.
+    /// [`gelu16`] in place, vector by vector (the tests' reference).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL.
+    #[cfg(test)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn gelu_masked_avx512(xs: &mut [f32]) {
+        map16!(xs, gelu16)
+    }
+
+    /// GELU in place ([`gelu_sorted`], 24 vectors at a time).
     ///
     /// # Safety
     /// The CPU must support AVX-512 F/BW/VL.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn gelu_avx512(xs: &mut [f32]) {
-        map16!(xs, gelu16)
+        let mut vecs = [(std::ptr::null_mut(), 0); SORTED_VECTORS];
+        for chunk in xs.chunks_mut(SORTED_VECTORS * 16) {
+            let p = chunk.as_mut_ptr();
+            let mut n = 0;
+            for (i, v) in (0..chunk.len()).step_by(16).zip(&mut vecs) {
+                *v = (p.wrapping_add(i), first((chunk.len() - i).min(16)));
+                n += 1;
+            }
+            // SAFETY: AVX-512 (the contract); the vectors are disjoint lanes of `chunk`.
+            unsafe { gelu_sorted(&vecs[..n]) };
+        }
     }
 }
 
@@ -303,6 +450,59 @@ mod tests {
         // SAFETY: as above.
         unsafe { x86::erf_avx512(&mut nan) };
         assert!(nan.iter().all(|v| v.is_nan()));
+    }
+
+    /// The range-sorted GELU ([`x86::gelu_sorted`]: the GEMM epilogue's and the standalone op's)
+    /// is bitwise the masked one on every lane it selects and leaves the other lanes alone: the
+    /// sweep (every range, specials, NaN) shuffled so that vectors mix ranges, in batches of 1 to
+    /// 24 vectors with random masks; and `gelu_erf_inplace` over the whole sweep.
+    #[test]
+    fn sorted_gelu_is_bitwise_the_masked_one() {
+        if !Isa::Avx512.is_supported() {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        let mut xs = inputs();
+        xs.extend([f32::NAN, -f32::NAN, f32::from_bits(0x7fa0_0001)]);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in (1..xs.len()).rev() {
+            xs.swap(i, (rnd() % (i as u64 + 1)) as usize);
+        }
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let mut want = xs.clone();
+        // SAFETY: AVX-512 support was just checked.
+        unsafe { x86::gelu_masked_avx512(&mut want) };
+
+        let mut whole = xs.clone();
+        gelu_erf_inplace(Isa::Avx512, &mut whole);
+        assert_eq!(bits(&whole), bits(&want), "gelu_erf_inplace");
+
+        let (mut got, mut expected) = (xs.clone(), xs.clone());
+        let base = got.as_mut_ptr();
+        let mut i = 0;
+        while i + 16 <= xs.len() {
+            let mut vecs = Vec::new();
+            for _ in 0..rnd() % x86::SORTED_VECTORS as u64 + 1 {
+                if i + 16 > xs.len() {
+                    break;
+                }
+                let m = rnd() as u16;
+                vecs.push((base.wrapping_add(i), m));
+                for l in (0..16).filter(|l| m >> l & 1 == 1) {
+                    expected[i + l] = want[i + l];
+                }
+                i += 16;
+            }
+            // SAFETY: AVX-512; the vectors are disjoint 16-lane runs of `got`.
+            unsafe { x86::gelu_sorted(&vecs) };
+        }
+        assert_eq!(bits(&got), bits(&expected), "gelu_sorted");
     }
 
     #[test]

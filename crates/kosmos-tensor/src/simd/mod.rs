@@ -55,7 +55,9 @@ impl Isa {
             let avx2 = is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
                 && is_x86_feature_detected!("f16c");
+            // POPCNT: every AVX-512 CPU has it; checked because the erf GELU's range sort uses it.
             let avx512 = avx2
+                && is_x86_feature_detected!("popcnt")
                 && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512vl");

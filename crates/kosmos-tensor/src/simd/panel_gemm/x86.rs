@@ -4,7 +4,7 @@
 use std::arch::x86_64::*;
 
 use crate::ops::Activation;
-use crate::simd::erf::x86::gelu16;
+use crate::simd::erf::x86::{gelu_sorted, SORTED_VECTORS};
 use crate::simd::exp::x86::quick_gelu16;
 
 /// `out[c * stride + j] = unit c of row j` for 16 rows and the 16 `u32` units from element `e0`,
@@ -218,17 +218,30 @@ macro_rules! add_tile {
 /// for `i < r` and every column `j` set in the masks, with no other thread accessing them.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn act_tile(r: usize, c: *mut f32, ldc: usize, (m0, m1): (u16, u16), act: Activation) {
-    let f = |v: __m512| match act {
-        Activation::GeluErf => gelu16(v),
-        Activation::QuickGelu => quick_gelu16(v),
-    };
+    if act == Activation::GeluErf {
+        // The erf GELU sorts the tile's lanes by range first (bitwise `gelu16`).
+        let mut vecs = [(std::ptr::null_mut(), 0); SORTED_VECTORS];
+        let mut n = 0;
+        for i in 0..r {
+            let row = c.wrapping_add(i * ldc);
+            for (p, m) in [(row, m0), (row.wrapping_add(16), m1)] {
+                if m != 0 && n < SORTED_VECTORS {
+                    vecs[n] = (p, m);
+                    n += 1;
+                }
+            }
+        }
+        debug_assert!(n <= 2 * r);
+        // SAFETY: the masked lanes of each row half are valid and disjoint (the contract).
+        return unsafe { gelu_sorted(&vecs[..n]) };
+    }
     for i in 0..r {
         // SAFETY: the masked lanes are valid by the contract.
         unsafe {
             let row = c.add(i * ldc);
-            _mm512_mask_storeu_ps(row, m0, f(_mm512_maskz_loadu_ps(m0, row)));
+            _mm512_mask_storeu_ps(row, m0, quick_gelu16(_mm512_maskz_loadu_ps(m0, row)));
             let hi = row.wrapping_add(16);
-            _mm512_mask_storeu_ps(hi, m1, f(_mm512_maskz_loadu_ps(m1, hi)));
+            _mm512_mask_storeu_ps(hi, m1, quick_gelu16(_mm512_maskz_loadu_ps(m1, hi)));
         }
     }
 }
