@@ -4,7 +4,8 @@
 //! same GEMM without the activation).
 //!
 //! Inputs are normal with σ = 0.9, which puts 81 % / 14 % / 5 % of the erf GELU's inputs in
-//! `erff`'s three ranges, as the full-size checkpoint's text FFN does.
+//! `erff`'s three ranges, as the full-size checkpoint's text FFN does (the erf GELU sorts lanes by
+//! range, so its cost depends on that split; `gemv`'s `gemm_act` group uses uniform inputs).
 //!
 //! `cargo bench -p kosmos-tensor --bench activation` (set `RAYON_NUM_THREADS` to pin threads).
 

@@ -137,28 +137,31 @@ fn simd_prefix(_: Isa, _: &[u8], _: &mut [MaybeUninit<u16>], _: HalfFormat) -> u
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
+
+    /// The bf16 bits (in the low half of each `u32` lane) of 16 f32 given by their bits: nearest
+    /// even, NaN quieted, bit-exact with `half::bf16::from_f32`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) fn bf16_bits16(x: __m512i) -> __m512i {
+        let hi = _mm512_srli_epi32::<16>(x);
+        let lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+        let bias = _mm512_set1_epi32(0x7fff);
+        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(_mm512_add_epi32(x, bias), lsb));
+        let abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7fff_ffff));
+        let nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
+        _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)))
+    }
 
     /// 16 values per step; returns the count converted (a multiple of 16).
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn bf16_avx512(src: *const u8, dst: *mut u16, n: usize) -> usize {
-        let bias = _mm512_set1_epi32(0x7fff);
-        let one = _mm512_set1_epi32(1);
-        let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
-        let inf = _mm512_set1_epi32(0x7f80_0000);
-        let quiet = _mm512_set1_epi32(0x40);
         let mut i = 0;
         while i + 16 <= n {
             // SAFETY: `i + 16 <= n`: 64 bytes readable at `src + 4i`, 16 values writable at `dst + i`.
             unsafe {
-                let x = _mm512_loadu_si512(src.add(4 * i).cast());
-                let hi = _mm512_srli_epi32::<16>(x);
-                let lsb = _mm512_and_si512(hi, one);
-                let rounded =
-                    _mm512_srli_epi32::<16>(_mm512_add_epi32(_mm512_add_epi32(x, bias), lsb));
-                let nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(x, abs_mask), inf);
-                let r = _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(hi, quiet));
+                let r = bf16_bits16(_mm512_loadu_si512(src.add(4 * i).cast()));
                 _mm256_storeu_si256(dst.add(i).cast(), _mm512_cvtepi32_epi16(r));
             }
             i += 16;

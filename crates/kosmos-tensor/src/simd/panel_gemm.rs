@@ -32,7 +32,6 @@ use std::mem::MaybeUninit;
 use half::bf16;
 use rayon::prelude::*;
 
-use crate::convert::{convert_f32_bytes, HalfFormat};
 use crate::ops::Activation;
 use crate::simd::Isa;
 
@@ -352,6 +351,8 @@ pub(crate) enum RowLoad {
     Units,
     /// 32 int8 values, converted to 32 bf16 (exact), i.e. 16 bf16 pairs.
     I8ToBf16,
+    /// 32 f32 values, rounded to 32 bf16 (nearest even), i.e. 16 bf16 pairs.
+    F32ToBf16,
 }
 
 /// An element format of the panel GEMM: the weight type, how many weight elements one packed
@@ -400,6 +401,22 @@ impl Format for I8Pairs {
     }
     const KERNEL: Kernel = x86::dispatch_bf16;
     const LOAD: RowLoad = RowLoad::I8ToBf16;
+}
+
+/// f32 activations rounded to bf16 k-pairs (nearest even, bit-exact with `half::bf16::from_f32`)
+/// while A is packed, for the `vdpbf16ps` kernel.
+struct F32ToBf16Pairs;
+
+impl Format for F32ToBf16Pairs {
+    type W = f32;
+    const PER: usize = 2;
+    fn pack_w(row: &[f32], e: usize) -> u32 {
+        let bits = |v: f32| u32::from(bf16::from_f32(v).to_bits());
+        let hi = row.get(e + 1).map_or(0, |&h| bits(h));
+        bits(row[e]) | (hi << 16)
+    }
+    const KERNEL: Kernel = x86::dispatch_bf16;
+    const LOAD: RowLoad = RowLoad::F32ToBf16;
 }
 
 /// f32 weights, one per `u32`, `vfmadd231ps`.
@@ -636,8 +653,9 @@ unsafe fn packed_walk<F: Format>(
 }
 
 /// Packs A (row `i` from `i * lda`) into `[block][unit][row]` (`ap[i0 * kp + p * r + rr]` =
-/// packed unit `p` of row `i0 + rr`): bf16 pairs (f32 rounded to bf16 first; an odd `k`'s last
-/// pair has a zero high half) or f32 bits. On rayon when `par`.
+/// packed unit `p` of row `i0 + rr`): bf16 pairs (f32 rounded to bf16 while packed, bit-exact with
+/// `half::bf16::from_f32`; an odd `k`'s last pair has a zero high half) or f32 bits. On rayon
+/// when `par`.
 fn pack_a(
     a: APack<'_>,
     (k, lda): (usize, usize),
@@ -653,38 +671,18 @@ fn pack_a(
         chunks.push((i0, r, head));
         rest = tail;
     }
-    let scratch_len = match a {
-        APack::Bf16(Lhs::F32(_)) => MR * k,
-        _ => 0,
-    };
-    let pack = |scratch: &mut Vec<MaybeUninit<u16>>, (i0, r, dst): (usize, usize, &mut [u32])| {
-        match a {
-            APack::F32(v) => pack_rows::<F32s>(v, |rr| (i0 + rr) * lda, (r, k), dst),
-            APack::Bf16(Lhs::Bf16(v)) => {
-                pack_rows::<Bf16Pairs>(v, |rr| (i0 + rr) * lda, (r, k), dst);
-            }
-            APack::Bf16(Lhs::F32(v)) => {
-                // The block's rows rounded to bf16 first: bit-exact with `half::bf16::from_f32`
-                // on every level; Avx512Bf16 is the level this GEMM runs on.
-                for (rr, out) in scratch.chunks_exact_mut(k).take(r).enumerate() {
-                    let row = (i0 + rr) * lda;
-                    let src = bytemuck::cast_slice(&v[row..row + k]);
-                    convert_f32_bytes(Isa::Avx512Bf16, src, out, HalfFormat::Bf16);
-                }
-                // SAFETY: `convert_f32_bytes` initialised the first `r * k` values, and `bf16` is
-                // `repr(transparent)` over `u16`.
-                let rounded =
-                    unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<bf16>(), r * k) };
-                pack_rows::<Bf16Pairs>(rounded, |rr| rr * k, (r, k), dst);
-            }
+    let pack = |(i0, r, dst): (usize, usize, &mut [u32])| match a {
+        APack::F32(v) => pack_rows::<F32s>(v, |rr| (i0 + rr) * lda, (r, k), dst),
+        APack::Bf16(Lhs::Bf16(v)) => pack_rows::<Bf16Pairs>(v, |rr| (i0 + rr) * lda, (r, k), dst),
+        // Rounded to bf16 as the transpose loads them (no rounded copy of the rows).
+        APack::Bf16(Lhs::F32(v)) => {
+            pack_rows::<F32ToBf16Pairs>(v, |rr| (i0 + rr) * lda, (r, k), dst);
         }
     };
-    let init = || vec![MaybeUninit::<u16>::uninit(); scratch_len];
     if par {
-        chunks.into_par_iter().for_each_init(init, pack);
+        chunks.into_par_iter().for_each(pack);
     } else {
-        let mut scratch = init();
-        chunks.into_iter().for_each(|c| pack(&mut scratch, c));
+        chunks.into_iter().for_each(pack);
     }
 }
 
@@ -705,7 +703,7 @@ fn pack_rows<F: Format>(
         // from `row(rr)` (the callers' slices), and `dst` holds `kp * r >= (u0 + 16) * r` units.
         unsafe {
             let out = (&mut dst[u0 * r..], r, ((1u32 << r) - 1) as u16);
-            x86::transpose16(src, rows, F::PER * u0, RowLoad::Units, out);
+            x86::transpose16(src, rows, F::PER * u0, F::LOAD, out);
         }
     }
     for rr in 0..r {
@@ -767,3 +765,6 @@ pub(crate) fn pack_panel<F: Format>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+#[cfg(test)]
+mod tests;

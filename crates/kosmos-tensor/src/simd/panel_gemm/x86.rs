@@ -10,7 +10,7 @@ use crate::simd::exp::x86::quick_gelu16;
 /// `out[c * stride + j] = unit c of row j` for 16 rows and the 16 `u32` units from element `e0`,
 /// for the rows `j` set in `mask`: a 16 x 16 transpose of `u32` (unpack 32, unpack 64, two 128-bit
 /// lane shuffles). `load`: `Units` reads 64 bytes per row (bf16 pairs or f32 values), `I8ToBf16`
-/// 32 int8 values, converted to bf16 pairs. W panels use stride 32 and all 16 rows; A's
+/// 32 int8 values, converted to bf16 pairs, `F32ToBf16` 32 f32 values, rounded to bf16 pairs. W panels use stride 32 and all 16 rows; A's
 /// micro-panels stride `r` and the first `r` rows. Each column goes out as a whole vector where 16
 /// lanes fit in `out` and either the mask is full or `stride < 16` (with masked stores the
 /// transpose took 2.2 % of a bf16 prefill profile, with whole ones 0.5 %). Below 16, a column's
@@ -18,10 +18,10 @@ use crate::simd::exp::x86::quick_gelu16;
 /// (later columns here, in column order; later units of the block in `pack_rows`).
 ///
 /// # Safety
-/// The CPU must support AVX-512 F; the 64 (`Units`) or 32 (`I8ToBf16`, `T = i8`) bytes from
-/// `w[rows[j] + e0]` must be inside `w` for every `j`, and `out.len() >= 15 * stride + 16` (or
+/// The CPU must support AVX-512 F/BW; the 64 (`Units`), 32 (`I8ToBf16`, `T = i8`) or 128
+/// (`F32ToBf16`, `T = f32`) bytes from `w[rows[j] + e0]` must be inside `w` for every `j`, and `out.len() >= 15 * stride + 16` (or
 /// `15 * stride + r` with the first `r` rows masked).
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw")]
 pub(super) unsafe fn transpose16<T>(
     w: &[T],
     rows: [usize; 16],
@@ -29,20 +29,23 @@ pub(super) unsafe fn transpose16<T>(
     load: super::RowLoad,
     (out, stride, mask): (&mut [u32], usize, u16),
 ) {
-    let i8_rows = load == super::RowLoad::I8ToBf16;
-    let bytes = if i8_rows { 32 } else { 64 };
+    let bytes = match load {
+        super::RowLoad::Units => 64,
+        super::RowLoad::I8ToBf16 => 32,
+        super::RowLoad::F32ToBf16 => 128,
+    };
     debug_assert!(out.len() >= 15 * stride + (16 - mask.leading_zeros() as usize));
-    debug_assert!(!i8_rows || size_of::<T>() == 1);
+    debug_assert!(bytes == 64 || size_of::<T>() == bytes / 32);
     debug_assert!(rows
         .iter()
         .all(|&r| (r + e0) * size_of::<T>() + bytes <= std::mem::size_of_val(w)));
     // SAFETY: the loads read `bytes` bytes at `rows[j] + e0` (in bounds by the contract).
     let r: [__m512i; 16] = std::array::from_fn(|j| unsafe {
         let at = w.as_ptr().add(rows[j] + e0);
-        if i8_rows {
-            i8x32_to_bf16(at as *const i8)
-        } else {
-            _mm512_loadu_si512(at as *const _)
+        match load {
+            super::RowLoad::Units => _mm512_loadu_si512(at as *const _),
+            super::RowLoad::I8ToBf16 => i8x32_to_bf16(at as *const i8),
+            super::RowLoad::F32ToBf16 => f32x32_to_bf16(at as *const f32),
         }
     });
     let mut t = [_mm512_setzero_si512(); 16];
@@ -84,6 +87,21 @@ pub(super) unsafe fn transpose16<T>(
             }
         }
     }
+}
+
+/// The 32 f32 values at `p` rounded to bf16 (`convert`'s rounding, bit-exact with
+/// `half::bf16::from_f32`), in order: 16 bf16 pairs.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW; `p..p + 32` must be readable.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn f32x32_to_bf16(p: *const f32) -> __m512i {
+    let half = |off: usize| {
+        // SAFETY: `p + off..p + off + 16` is inside the contract's 32 values.
+        let x = unsafe { _mm512_loadu_si512(p.add(off).cast()) };
+        _mm512_cvtepi32_epi16(crate::convert::x86::bf16_bits16(x))
+    };
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(half(0)), half(16))
 }
 
 /// The 32 int8 values at `p` as 32 bf16 (exact), in order: 16 bf16 pairs.
