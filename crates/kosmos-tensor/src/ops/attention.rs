@@ -229,10 +229,12 @@ pub(super) fn run_heads<S: Default>(
     dtype: DType,
     head: impl Fn(usize, &mut [f32], &mut [f32], &mut S) + Sync + Send,
 ) -> Result<(Tensor, Option<Tensor>)> {
-    let mut out = vec![0f32; b * tq * h * hd];
+    // Not zeroed first: the heads write every element (`put`), and the length is set after.
+    let len = b * tq * h * hd;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
     let dst = HeadsOut {
         ptr: out.as_mut_ptr(),
-        len: out.len(),
+        len,
         dims: (tq, h, hd),
     };
     let mut probs = if want_probs {
@@ -262,6 +264,9 @@ pub(super) fn run_heads<S: Default>(
                 unsafe { dst.put(i, o) };
             });
     }
+    // SAFETY: each of the `b * h` heads ran (a panic would have propagated) and wrote its `tq`
+    // rows of `hd` values: together all `len` elements.
+    unsafe { out.set_len(len) };
     let out = Tensor::from_f32_with_dtype(out, &[b, tq, h, hd], dtype).transpose(1, 2)?;
     let probs = want_probs.then(|| Tensor::from_f32_with_dtype(probs, &[b, h, tq, tk], dtype));
     Ok((out, probs))

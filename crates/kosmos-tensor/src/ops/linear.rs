@@ -140,7 +140,8 @@ fn panel_gemm_new(
     bias: Option<&[f32]>,
     act: Option<Activation>,
 ) -> Result<Option<Vec<f32>>> {
-    use crate::simd::panel_gemm::{gemm_bf16_avx512, gemm_f32_avx512, new_output};
+    use super::new_output;
+    use crate::simd::panel_gemm::{gemm_bf16_avx512, gemm_f32_avx512};
     use std::mem::MaybeUninit;
     let (n, k) = (w.dims()[0], w.dims()[1]);
     if w.strides()[1] != 1 {

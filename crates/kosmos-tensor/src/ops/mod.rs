@@ -110,6 +110,22 @@ pub(crate) fn bias_f32(bias: CpuSlice<'_>) -> std::borrow::Cow<'_, [f32]> {
     }
 }
 
+/// A new `len`-element buffer written by `fill` without being zeroed first (a panel GEMM into
+/// `GemmOut::Set`, a LayerNorm's rows, attention heads).
+///
+/// # Safety
+/// `fill` must write every element of the slice it is given, or panic.
+pub(crate) unsafe fn new_output(
+    len: usize,
+    fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>]),
+) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: the first `len` elements were written by `fill` (the caller's contract).
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// Sets every `n`-wide row of `out` to `bias` (converted to f32), or to zero without one.
 pub(crate) fn fill_rows(out: &mut [f32], n: usize, bias: Option<CpuSlice<'_>>) {
     match bias {

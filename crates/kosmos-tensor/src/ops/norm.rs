@@ -1,5 +1,7 @@
 //! LayerNorm (plain and fused with a residual add) and L2 normalisation over the last dim.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::dtype::WithDType;
@@ -32,15 +34,36 @@ pub(crate) fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     acc[0] + tail
 }
 
+/// An output element a row kernel writes: an `f32` of a caller's buffer, or one of a new buffer
+/// that is not zeroed first ([`super::new_output`]).
+pub(crate) trait OutF32: Send {
+    /// Stores `v`.
+    fn set(&mut self, v: f32);
+}
+
+impl OutF32 for f32 {
+    #[inline(always)]
+    fn set(&mut self, v: f32) {
+        *self = v;
+    }
+}
+
+impl OutF32 for MaybeUninit<f32> {
+    #[inline(always)]
+    fn set(&mut self, v: f32) {
+        self.write(v);
+    }
+}
+
 /// Normalise one row: `out = (x - mean) / sqrt(var + eps) * w + b` (biased variance, two passes).
 #[inline(always)]
-fn norm_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+fn norm_row<O: OutF32>(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [O]) {
     let d = x.len() as f32;
     let mean = lane_sum(x, |v| v) / d;
     let var = lane_sum(x, |v| (v - mean) * (v - mean)) / d;
     let rstd = 1.0 / (var + eps).sqrt();
     for (((o, &v), &g), &bb) in out.iter_mut().zip(x).zip(w).zip(b) {
-        *o = (v - mean) * rstd * g + bb;
+        o.set((v - mean) * rstd * g + bb);
     }
 }
 
@@ -52,7 +75,7 @@ fn check_params(op: &'static str, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<
     Ok((rows, d))
 }
 
-fn for_rows(out: &mut [f32], d: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+fn for_rows<O: OutF32>(out: &mut [O], d: usize, f: impl Fn(usize, &mut [O]) + Sync) {
     if out.len() >= PAR_THRESHOLD {
         out.par_chunks_mut(d).enumerate().for_each(|(r, o)| f(r, o));
     } else {
@@ -68,10 +91,13 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor
         w.f32_cow("layer_norm")?,
         b.f32_cow("layer_norm")?,
     );
-    let mut out = vec![0f32; xv.len()];
-    for_rows(&mut out, d, |r, o| {
-        norm_row(&xv[r * d..(r + 1) * d], &wv, &bv, eps, o)
-    });
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        for_rows(out, d, |r, o| {
+            norm_row(&xv[r * d..(r + 1) * d], &wv, &bv, eps, o)
+        })
+    };
+    // SAFETY: `for_rows` visits every row of `out`, and `norm_row` writes all of it.
+    let out = unsafe { super::new_output(xv.len(), fill) };
     Ok(Tensor::from_f32_with_dtype(out, x.dims(), x.dtype()))
 }
 
@@ -94,25 +120,39 @@ pub fn add_layer_norm(
     }
     let (xv, rv) = (x.f32_cow(op)?, residual.f32_cow(op)?);
     let (wv, bv) = (w.f32_cow(op)?, b.f32_cow(op)?);
-    let mut sum = vec![0f32; xv.len()];
-    let mut normed = vec![0f32; xv.len()];
-    let kernel = |r: usize, (s, o): (&mut [f32], &mut [f32])| {
+    let n = xv.len();
+    // Neither buffer is zeroed first: each row of `sum` is written, then read as the input of the
+    // row of `normed` it writes.
+    let (mut sum, mut normed) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let kernel = |r: usize, (s, o): (&mut [MaybeUninit<f32>], &mut [MaybeUninit<f32>])| {
         let range = r * d..(r + 1) * d;
         for ((s, &a), &c) in s.iter_mut().zip(&xv[range.clone()]).zip(&rv[range]) {
-            *s = a + c;
+            s.write(a + c);
         }
+        // SAFETY: every element of the row was just written (`s` and the two inputs are `d`
+        // long), and `MaybeUninit<f32>` has the layout of `f32`.
+        let s = unsafe { &*(std::ptr::from_ref(s) as *const [f32]) };
         norm_row(s, &wv, &bv, eps, o);
     };
-    if sum.len() >= PAR_THRESHOLD {
-        sum.par_chunks_mut(d)
-            .zip(normed.par_chunks_mut(d))
+    let (s, o) = (
+        &mut sum.spare_capacity_mut()[..n],
+        &mut normed.spare_capacity_mut()[..n],
+    );
+    if n >= PAR_THRESHOLD {
+        s.par_chunks_mut(d)
+            .zip(o.par_chunks_mut(d))
             .enumerate()
             .for_each(|(r, p)| kernel(r, p));
     } else {
-        sum.chunks_mut(d)
-            .zip(normed.chunks_mut(d))
+        s.chunks_mut(d)
+            .zip(o.chunks_mut(d))
             .enumerate()
             .for_each(|(r, p)| kernel(r, p));
+    }
+    // SAFETY: the kernel wrote every element of every row of both (`n` is a multiple of `d`).
+    unsafe {
+        sum.set_len(n);
+        normed.set_len(n);
     }
     Ok((
         Tensor::from_f32_with_dtype(sum, x.dims(), x.dtype()),

@@ -153,7 +153,8 @@ fn packed_into(
     let gemm = cfg!(target_arch = "x86_64") && rows > MAX_GEMV_ROWS && isa == Isa::Avx512Bf16;
     #[cfg(target_arch = "x86_64")]
     if gemm {
-        use crate::simd::panel_gemm::{gemm_bf16_packed_avx512, new_output, GemmOut, Lhs};
+        use super::new_output;
+        use crate::simd::panel_gemm::{gemm_bf16_packed_avx512, GemmOut, Lhs};
         let bias = bias.map(super::bias_f32);
         let bias = bias.as_deref();
         let run = |o: GemmOut<'_>| {

@@ -127,23 +127,6 @@ impl<'a> GemmOut<'a> {
     }
 }
 
-/// A new `len`-element buffer written by `fill`, a panel GEMM into [`GemmOut::Set`] of all `len`
-/// elements.
-///
-/// # Safety
-/// `fill` must write every element of the slice it is given (a `GemmOut::Set` GEMM whose `m * n`
-/// is `len` does), or panic.
-pub(crate) unsafe fn new_output(
-    len: usize,
-    fill: impl FnOnce(&mut [MaybeUninit<f32>]),
-) -> Vec<f32> {
-    let mut v = Vec::with_capacity(len);
-    fill(&mut v.spare_capacity_mut()[..len]);
-    // SAFETY: the first `len` elements were written by `fill` (the caller's contract).
-    unsafe { v.set_len(len) };
-    v
-}
-
 /// How [`gemm`]'s first K block starts its tiles.
 #[derive(Clone, Copy)]
 enum Start<'a> {
