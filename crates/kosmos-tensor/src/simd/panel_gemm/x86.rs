@@ -238,19 +238,25 @@ macro_rules! add_tile {
 unsafe fn act_tile(r: usize, c: *mut f32, ldc: usize, (m0, m1): (u16, u16), act: Activation) {
     if act == Activation::GeluErf {
         // The erf GELU sorts the tile's lanes by range first (bitwise `gelu16`).
+        // (`SORTED_VECTORS` is a whole tile of `MR` rows: one batch.)
         let mut vecs = [(std::ptr::null_mut(), 0); SORTED_VECTORS];
         let mut n = 0;
         for i in 0..r {
             let row = c.wrapping_add(i * ldc);
             for (p, m) in [(row, m0), (row.wrapping_add(16), m1)] {
-                if m != 0 && n < SORTED_VECTORS {
+                if m != 0 {
                     vecs[n] = (p, m);
                     n += 1;
                 }
+                if n == SORTED_VECTORS {
+                    // SAFETY: the masked lanes of each row half are valid and disjoint (the
+                    // contract).
+                    unsafe { gelu_sorted(&vecs) };
+                    n = 0;
+                }
             }
         }
-        debug_assert!(n <= 2 * r);
-        // SAFETY: the masked lanes of each row half are valid and disjoint (the contract).
+        // SAFETY: as above.
         return unsafe { gelu_sorted(&vecs[..n]) };
     }
     for i in 0..r {
