@@ -464,13 +464,7 @@ mod tests {
         }
         let mut xs = inputs();
         xs.extend([f32::NAN, -f32::NAN, f32::from_bits(0x7fa0_0001)]);
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rnd = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rnd = crate::simd::xorshift(0x9e37_79b9_7f4a_7c15);
         for i in (1..xs.len()).rev() {
             xs.swap(i, (rnd() % (i as u64 + 1)) as usize);
         }

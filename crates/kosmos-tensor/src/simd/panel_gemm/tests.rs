@@ -33,13 +33,7 @@ fn rounding_while_packing_is_bitwise_rounding_first() {
         0.0,
         -0.0,
     ];
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = crate::simd::xorshift(0x2545_f491_4f6c_dd1d);
     for (r, k, lda) in [
         (12, 64, 64),
         (12, 67, 70),
