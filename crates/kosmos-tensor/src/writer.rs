@@ -8,7 +8,8 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// One stored tensor as bytes (see [`WeightStore::raw`] and [`write_safetensors_raw`]).
+/// One stored tensor as bytes (see [`crate::weights::WeightStore::raw`] and
+/// [`write_safetensors_raw`]).
 #[derive(Debug, Clone, Copy)]
 pub struct RawTensor<'a> {
     /// The safetensors dtype name (`"F32"`, `"I8"`, ...).

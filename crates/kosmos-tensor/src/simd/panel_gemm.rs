@@ -19,8 +19,10 @@
 //!   task's panels. Every W element is packed exactly once per call, so unlike a GEMM that packs
 //!   all of `Wᵀ` up front, the weights are read from DRAM once and never written back.
 //! - The `R x 32` micro-kernel (R ≤ 12: 24 accumulators) adds its K block's partial sums into `out`
-//!   (masked for the last panel's columns), so no per-call output buffer exists either. With an
-//!   [`Activation`], the last K block's call applies it to the finished tile before storing it (the
+//!   (masked for the last panel's columns), so no per-call output buffer exists either. With
+//!   [`GemmOut::Set`] the first K block adds them to the bias (or zeros) instead and never reads
+//!   `out`, so an output needs no bias rows written, nor zeroing, beforehand. With an
+//!   [`Activation`], the last K block's call applies it to the finished tile after storing it (the
 //!   16-lane functions of the standalone ops, so bitwise `activation(out)` afterwards).
 //!
 //! Products of bf16 values are exact in f32, so the bf16 result differs from an f32 GEMM on the
