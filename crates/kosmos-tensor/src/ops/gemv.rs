@@ -17,9 +17,10 @@ use crate::storage::CpuSlice;
 const ROWS_PER_TASK: usize = 64;
 
 /// Most x rows the small-batch GEMV is meant for (callers take the GEMM above it); the weights
-/// are streamed once per group of four x rows (two below AVX-512). 16 = the server's default `--max-batch`, so a
-/// continuous batch of up to 16 requests keeps every row bitwise equal to its one-row GEMV (and
-/// 9–16 rows cost ≈ 4 passes over the weights instead of the GEMM's ≈ 25× one row).
+/// are streamed once per group of four x rows (two below AVX-512). 16 = the server's default
+/// `--max-batch`, so a continuous batch of up to 16 requests keeps every row bitwise equal to its
+/// one-row GEMV (and 9–16 rows cost ≈ 4 passes over the weights instead of the GEMM's ≈ 25× one
+/// row).
 pub const MAX_GEMV_ROWS: usize = 16;
 
 /// A row-major `[out, in]` weight matrix (inner stride 1, row stride `row_stride`).
