@@ -527,10 +527,10 @@ mod tests {
             }
             let x = values(i as u64 + 99, m * k);
             let mut got = vec![0f32; m * n];
-            gemm_i8_avx512(Lhs::F32(&x), (m, n, k), &q, GemmOut::Add(&mut got));
+            gemm_i8_avx512(Lhs::F32(&x), (m, n, k), &q, GemmOut::set(&mut got, None));
             let wb: Vec<half::bf16> = q.iter().map(|&v| half::bf16::from_f32(v.into())).collect();
             let mut want = vec![0f32; m * n];
-            let want_out = GemmOut::Add(&mut want);
+            let want_out = GemmOut::set(&mut want, None);
             gemm_bf16_avx512(Lhs::F32(&x), (m, n, k), &wb, 0, k, want_out, None);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "m={m} k={k} n={n}");

@@ -7,7 +7,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::gemv::{gemv_into, gemv_rows_into, WeightRows, MAX_GEMV_ROWS};
 use crate::ops::matmul::{f32_storage, gemm_f32, StridedMat};
-use crate::ops::{apply_opt, Activation};
+use crate::ops::{apply_opt, Activation, Out};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::panel_gemm::{GemmOut, Lhs};
 use crate::simd::Isa;
@@ -101,13 +101,40 @@ fn linear_impl(
         return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
     }
 
-    // The AVX-512 panel GEMMs start each output from the bias themselves.
+    let bias = bias.as_deref();
+    let mut out = Vec::new();
+    let dst = Out::New {
+        out: &mut out,
+        rows,
+    };
     #[cfg(target_arch = "x86_64")]
-    if let Some(out) = panel_gemm_new(isa, (x, &xv), rows, w, bias.as_deref(), act)? {
-        return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
+    if isa == Isa::Avx512Bf16
+        && x.dtype() == DType::BF16
+        && w.dtype() == DType::BF16
+        && w.strides()[1] == 1
+    {
+        // bf16 activations and weights: vdpbf16ps, no conversion of either.
+        let xb = x.contiguous()?;
+        if let (Some(CpuSlice::BF16(a)), CpuSlice::BF16(wd)) =
+            (xb.contiguous_slice(), w.storage.slice())
+        {
+            let (off, rs) = (w.layout.offset, w.strides()[0]);
+            let gemm = |o: GemmOut<'_>| {
+                crate::simd::panel_gemm::gemm_bf16_avx512(
+                    Lhs::Bf16(a),
+                    (rows, n, k),
+                    wd,
+                    off,
+                    rs,
+                    o,
+                    act,
+                )
+            };
+            // SAFETY: a `GemmOut` GEMM of `rows x n`.
+            unsafe { dst.set_by(rows * n, bias, gemm) };
+            return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
+        }
     }
-    // Every GEMM below accumulates into `out`, which starts as the bias rows (or zeros).
-    let mut out = super::bias_rows(rows, n, bias.as_deref().map(CpuSlice::F32));
     let lhs = StridedMat {
         data: &xv,
         offset: 0,
@@ -115,68 +142,15 @@ fn linear_impl(
         cs: 1,
     };
     if w.dtype() == DType::BF16 && rows > MAX_GEMV_ROWS {
-        bf16_weight_gemm(isa, &xv, rows, w, &mut out, true, act)?;
-        return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
-    }
-    if w.dtype() == DType::F32 {
-        f32_weight_gemm(isa, lhs, rows, w, &mut out, true, act);
+        bf16_weight_gemm(isa, &xv, rows, w, bias, dst, act)?;
+    } else if w.dtype() == DType::F32 {
+        f32_weight_gemm(isa, lhs, rows, w, bias, dst, act);
     } else {
-        half_weight_gemm(&mut out, rows, w, lhs, true)?;
-        apply_opt(act, &mut out);
+        let (o, add) = dst.bias_rows(n, bias);
+        half_weight_gemm(o, rows, w, lhs, add)?;
+        apply_opt(act, o);
     }
     Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()))
-}
-
-/// [`linear_impl`]'s panel GEMMs (more than one row): bf16 activations or more than
-/// `MAX_GEMV_ROWS` (16) rows with bf16 weights on AVX512_BF16, f32 weights on AVX-512, both with
-/// unit-stride weight rows. They write a new buffer whose outputs start from the bias
-/// ([`GemmOut::Set`]: no bias rows written and read back). `None` where neither applies.
-#[cfg(target_arch = "x86_64")]
-fn panel_gemm_new(
-    isa: Isa,
-    (x, xv): (&Tensor, &[f32]),
-    rows: usize,
-    w: &Tensor,
-    bias: Option<&[f32]>,
-    act: Option<Activation>,
-) -> Result<Option<Vec<f32>>> {
-    use super::new_output;
-    use crate::simd::panel_gemm::{gemm_bf16_avx512, gemm_f32_avx512};
-    use std::mem::MaybeUninit;
-    let (n, k) = (w.dims()[0], w.dims()[1]);
-    if w.strides()[1] != 1 {
-        return Ok(None);
-    }
-    let (dims, off, rs) = ((rows, n, k), w.layout.offset, w.strides()[0]);
-    match w.storage.slice() {
-        CpuSlice::BF16(wd) if isa == Isa::Avx512Bf16 && x.dtype() == DType::BF16 => {
-            // bf16 activations and weights: vdpbf16ps, no conversion of either.
-            let xb = x.contiguous()?;
-            let Some(CpuSlice::BF16(a)) = xb.contiguous_slice() else {
-                return Ok(None);
-            };
-            let run = |o: &mut [MaybeUninit<f32>]| {
-                gemm_bf16_avx512(Lhs::Bf16(a), dims, wd, off, rs, GemmOut::Set(o, bias), act)
-            };
-            // SAFETY: a `Set` GEMM of `rows x n` writes every element.
-            Ok(Some(unsafe { new_output(rows * n, run) }))
-        }
-        CpuSlice::BF16(wd) if isa == Isa::Avx512Bf16 && rows > MAX_GEMV_ROWS => {
-            let run = |o: &mut [MaybeUninit<f32>]| {
-                gemm_bf16_avx512(Lhs::F32(xv), dims, wd, off, rs, GemmOut::Set(o, bias), act)
-            };
-            // SAFETY: as above.
-            Ok(Some(unsafe { new_output(rows * n, run) }))
-        }
-        CpuSlice::F32(wd) if isa >= Isa::Avx512 => {
-            let run = |o: &mut [MaybeUninit<f32>]| {
-                gemm_f32_avx512(xv, dims, wd, off, rs, GemmOut::Set(o, bias), act)
-            };
-            // SAFETY: as above.
-            Ok(Some(unsafe { new_output(rows * n, run) }))
-        }
-        _ => Ok(None),
-    }
 }
 
 /// [`linear`] into a caller's buffer: `x` is `[rows, in]` f32 row-major, `out` is `[rows, out]`.
@@ -242,16 +216,12 @@ pub fn linear_into(x: &[f32], w: &Tensor, b: Option<&Tensor>, out: &mut [f32]) -
         }
         return Ok(());
     }
-    match bias {
-        None => {}
-        Some(Ok(bs)) => super::fill_rows(out, n, Some(bs)),
-        Some(Err(bt)) => {
-            let bv = bt.f32_cow(op)?;
-            for row in out.chunks_mut(n) {
-                row.copy_from_slice(&bv);
-            }
-        }
-    }
+    let bias = match bias {
+        None => None,
+        Some(Ok(bs)) => Some(super::bias_f32(bs)),
+        Some(Err(bt)) => Some(bt.f32_cow(op)?),
+    };
+    let (bias, dst) = (bias.as_deref(), Out::Given(out));
     let lhs = StridedMat {
         data: x,
         offset: 0,
@@ -259,12 +229,13 @@ pub fn linear_into(x: &[f32], w: &Tensor, b: Option<&Tensor>, out: &mut [f32]) -
         cs: 1,
     };
     if w.dtype() == DType::F32 {
-        f32_weight_gemm(isa, lhs, rows, w, out, b.is_some(), None);
+        f32_weight_gemm(isa, lhs, rows, w, bias, dst, None);
         Ok(())
     } else if w.dtype() == DType::BF16 && rows > MAX_GEMV_ROWS {
-        bf16_weight_gemm(isa, x, rows, w, out, b.is_some(), None)
+        bf16_weight_gemm(isa, x, rows, w, bias, dst, None)
     } else {
-        half_weight_gemm(out, rows, w, lhs, b.is_some())
+        let (o, add) = dst.bias_rows(n, bias);
+        half_weight_gemm(o, rows, w, lhs, add)
     }
 }
 
@@ -287,8 +258,8 @@ fn bf16_weight_gemm(
     x: &[f32],
     rows: usize,
     w: &Tensor,
-    out: &mut [f32],
-    accumulate: bool,
+    bias: Option<&[f32]>,
+    out: Out<'_>,
     act: Option<Activation>,
 ) -> Result<()> {
     let (n, k) = (w.dims()[0], w.dims()[1]);
@@ -296,9 +267,19 @@ fn bf16_weight_gemm(
     if isa == Isa::Avx512Bf16 && w.strides()[1] == 1 {
         if let CpuSlice::BF16(wd) = w.storage.slice() {
             let (off, rs) = (w.layout.offset, w.strides()[0]);
-            let a = Lhs::F32(x);
-            let o = gemm_out(&mut out[..rows * n], accumulate);
-            crate::simd::panel_gemm::gemm_bf16_avx512(a, (rows, n, k), wd, off, rs, o, act);
+            let gemm = |o: GemmOut<'_>| {
+                crate::simd::panel_gemm::gemm_bf16_avx512(
+                    Lhs::F32(x),
+                    (rows, n, k),
+                    wd,
+                    off,
+                    rs,
+                    o,
+                    act,
+                )
+            };
+            // SAFETY: a `GemmOut` GEMM of `rows x n`.
+            unsafe { out.set_by(rows * n, bias, gemm) };
             return Ok(());
         }
     }
@@ -311,7 +292,8 @@ fn bf16_weight_gemm(
         rs: k,
         cs: 1,
     };
-    half_weight_gemm(out, rows, w, lhs, accumulate)?;
+    let (out, add) = out.bias_rows(n, bias);
+    half_weight_gemm(out, rows, w, lhs, add)?;
     apply_opt(act, &mut out[..rows * n]);
     Ok(())
 }
@@ -329,8 +311,8 @@ fn f32_weight_gemm(
     lhs: StridedMat<'_>,
     rows: usize,
     w: &Tensor,
-    out: &mut [f32],
-    accumulate: bool,
+    bias: Option<&[f32]>,
+    out: Out<'_>,
     act: Option<Activation>,
 ) {
     let (n, k) = (w.dims()[0], w.dims()[1]);
@@ -338,11 +320,23 @@ fn f32_weight_gemm(
     if isa >= Isa::Avx512 && w.strides()[1] == 1 && lhs.rs == k && lhs.cs == 1 {
         let a = &lhs.data[lhs.offset..lhs.offset + rows * k];
         let (off, rs) = (w.layout.offset, w.strides()[0]);
-        let (dims, o) = ((rows, n, k), gemm_out(&mut out[..rows * n], accumulate));
-        crate::simd::panel_gemm::gemm_f32_avx512(a, dims, f32_storage(w), off, rs, o, act);
+        let gemm = |o: GemmOut<'_>| {
+            crate::simd::panel_gemm::gemm_f32_avx512(
+                a,
+                (rows, n, k),
+                f32_storage(w),
+                off,
+                rs,
+                o,
+                act,
+            )
+        };
+        // SAFETY: a `GemmOut` GEMM of `rows x n`.
+        unsafe { out.set_by(rows * n, bias, gemm) };
         return;
     }
     let _ = isa;
+    let (out, accumulate) = out.bias_rows(n, bias);
     // Wᵀ[k, n] = W[n, k]: read W through swapped strides.
     let rhs = StridedMat {
         data: f32_storage(w),
@@ -352,16 +346,6 @@ fn f32_weight_gemm(
     };
     gemm_f32(out, n, (rows, n, k), lhs, rhs, accumulate, true);
     apply_opt(act, &mut out[..rows * n]);
-}
-
-/// A panel GEMM's output: added to (`accumulate`) or overwritten (never read first, no zeroing).
-#[cfg(target_arch = "x86_64")]
-fn gemm_out(out: &mut [f32], accumulate: bool) -> GemmOut<'_> {
-    if accumulate {
-        GemmOut::Add(out)
-    } else {
-        GemmOut::set(out, None)
-    }
 }
 
 /// GEMM with bf16/f16 weights: convert panels of `W` rows to f32 (in parallel, into one reused buffer

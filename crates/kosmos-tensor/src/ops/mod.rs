@@ -111,7 +111,7 @@ pub(crate) fn bias_f32(bias: CpuSlice<'_>) -> std::borrow::Cow<'_, [f32]> {
 }
 
 /// A new `len`-element buffer written by `fill` without being zeroed first (a panel GEMM into
-/// `GemmOut::Set`, a LayerNorm's rows, attention heads).
+/// `GemmOut`, a LayerNorm's rows, attention heads).
 ///
 /// # Safety
 /// `fill` must write every element of the slice it is given, or panic.
@@ -126,28 +126,56 @@ pub(crate) unsafe fn new_output(
     v
 }
 
-/// Sets every `n`-wide row of `out` to `bias` (converted to f32), or to zero without one.
-pub(crate) fn fill_rows(out: &mut [f32], n: usize, bias: Option<CpuSlice<'_>>) {
-    match bias {
-        Some(bs) => {
-            let b = bias_f32(bs);
-            out.chunks_mut(n).for_each(|row| row.copy_from_slice(&b));
-        }
-        None => out.fill(0.0),
-    }
+/// Where a linear writes its `[rows, n]` result.
+pub(crate) enum Out<'a> {
+    /// A caller's buffer (its old contents are not used).
+    Given(&'a mut [f32]),
+    /// A new buffer for `rows` rows, created by the GEMM that fills it.
+    New { out: &'a mut Vec<f32>, rows: usize },
 }
 
-/// A new `[rows, n]` buffer holding `bias` in every row (zeros without one), written once: the
-/// starting value of a GEMM that accumulates into its output.
-pub(crate) fn bias_rows(rows: usize, n: usize, bias: Option<CpuSlice<'_>>) -> Vec<f32> {
-    match bias {
-        Some(bs) => {
-            let b = bias_f32(bs);
-            let mut out = Vec::with_capacity(rows * n);
-            (0..rows).for_each(|_| out.extend_from_slice(&b));
-            out
+impl<'a> Out<'a> {
+    /// A panel GEMM into [`crate::simd::panel_gemm::GemmOut`]: every output starts from
+    /// `bias` inside the GEMM, so a new buffer is not zeroed and no bias rows are written first.
+    ///
+    /// # Safety
+    /// `gemm` must run a panel GEMM of `len` elements into the `GemmOut` it is given (which
+    /// writes every one of them), or panic.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) unsafe fn set_by(
+        self,
+        len: usize,
+        bias: Option<&[f32]>,
+        gemm: impl FnOnce(crate::simd::panel_gemm::GemmOut<'_>),
+    ) {
+        use crate::simd::panel_gemm::GemmOut;
+        match self {
+            Out::Given(o) => gemm(GemmOut::set(&mut o[..len], bias)),
+            // SAFETY: the GEMM writes all `len` elements (the caller's contract).
+            Out::New { out, .. } => {
+                *out = unsafe { new_output(len, |o| gemm(GemmOut(o, bias))) };
+            }
         }
-        None => vec![0f32; rows * n],
+    }
+
+    /// The start of a GEMM that adds to its output (the paths without [`Self::set_by`]): the
+    /// buffer with `bias` in every `n`-wide row, and `true` (add to it); a caller's buffer without
+    /// a bias is left as it is and `false` (overwrite it); a new one without a bias is zeros.
+    pub(crate) fn bias_rows(self, n: usize, bias: Option<&[f32]>) -> (&'a mut [f32], bool) {
+        match (self, bias) {
+            (Out::Given(o), Some(b)) => {
+                o.chunks_mut(n).for_each(|row| row.copy_from_slice(b));
+                (o, true)
+            }
+            (Out::Given(o), None) => (o, false),
+            (Out::New { out, rows }, b) => {
+                *out = match b {
+                    Some(b) => b.repeat(rows),
+                    None => vec![0f32; rows * n],
+                };
+                (out, true)
+            }
+        }
     }
 }
 

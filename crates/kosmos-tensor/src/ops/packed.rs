@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::ops::gemv::{SharedOut, MAX_GEMV_ROWS};
-use crate::ops::{apply_opt, Activation};
+use crate::ops::{apply_opt, Activation, Out};
 use crate::packed::{PackedBf16, PANEL};
 use crate::simd::Isa;
 use crate::storage::CpuSlice;
@@ -109,15 +109,6 @@ pub fn linear_packed_into(
     packed_into(x, w, b, Out::Given(out), None)
 }
 
-/// Where [`packed_into`] writes.
-enum Out<'a> {
-    /// A caller's `[rows, n]` buffer.
-    Given(&'a mut [f32]),
-    /// A new buffer for `rows` rows of x (checked by the caller), created here so that the GEMM
-    /// can write it without zeroing it first.
-    New { out: &'a mut Vec<f32>, rows: usize },
-}
-
 /// [`linear_packed_into`], then `act` (in the GEMM's epilogue on AVX512_BF16).
 fn packed_into(
     x: &[f32],
@@ -153,21 +144,13 @@ fn packed_into(
     let gemm = cfg!(target_arch = "x86_64") && rows > MAX_GEMV_ROWS && isa == Isa::Avx512Bf16;
     #[cfg(target_arch = "x86_64")]
     if gemm {
-        use super::new_output;
         use crate::simd::panel_gemm::{gemm_bf16_packed_avx512, GemmOut, Lhs};
         let bias = bias.map(super::bias_f32);
-        let bias = bias.as_deref();
         let run = |o: GemmOut<'_>| {
             gemm_bf16_packed_avx512(Lhs::F32(x), (rows, n, k), w.data(), o, act);
         };
-        // The GEMM's first K block starts from the bias: the rows are not written beforehand.
-        match out {
-            Out::Given(o) => run(GemmOut::set(o, bias)),
-            // SAFETY: a `Set` GEMM of `rows x n` writes every element.
-            Out::New { out: v, .. } => {
-                *v = unsafe { new_output(rows * n, |o| run(GemmOut::Set(o, bias))) };
-            }
-        }
+        // SAFETY: a `GemmOut` GEMM of `rows x n`.
+        unsafe { out.set_by(rows * n, bias.as_deref(), run) };
         return Ok(());
     }
     let out: &mut [f32] = match out {

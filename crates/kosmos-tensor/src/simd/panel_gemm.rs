@@ -20,7 +20,7 @@
 //!   all of `Wᵀ` up front, the weights are read from DRAM once and never written back.
 //! - The `R x 32` micro-kernel (R ≤ 12: 24 accumulators) adds its K block's partial sums into `out`
 //!   (masked for the last panel's columns), so no per-call output buffer exists either. With
-//!   [`GemmOut::Set`] the first K block adds them to the bias (or zeros) instead and never reads
+//!   [`GemmOut`] the first K block adds them to the bias (or zeros) instead and never reads
 //!   `out`, so an output needs no bias rows written, nor zeroing, beforehand. With an
 //!   [`Activation`], the last K block's call applies it to the finished tile after storing it (the
 //!   16-lane functions of the standalone ops, so bitwise `activation(out)` afterwards).
@@ -100,58 +100,38 @@ impl OutPtr {
     }
 }
 
-/// Where a panel GEMM writes its `[m, n]` result, and what each output starts from.
-pub(crate) enum GemmOut<'a> {
-    /// `out += A · Wᵀ`: each K block's partial sums are added to what `out` holds.
-    Add(&'a mut [f32]),
-    /// `out = bias + A · Wᵀ` in every row (`0 + A · Wᵀ` without a bias): the first K block's
-    /// tiles start from the bias instead of reading `out`, so its old contents are never read and
-    /// may be uninitialised, and every one of the `m x n` elements is written. Bitwise `Add` on
-    /// rows set to the bias (or zeros) first, without writing and re-reading those rows.
-    Set(&'a mut [MaybeUninit<f32>], Option<&'a [f32]>),
-}
+/// Where a panel GEMM writes its `[m, n]` result, `out = bias + A · Wᵀ` in every row
+/// (`0 + A · Wᵀ` without a bias): the first K block's tiles start from the bias in registers
+/// instead of reading `out`, so its old contents are never read and may be uninitialised, and
+/// every one of the `m x n` elements is written. Bitwise the same as adding the products to rows
+/// set to the bias (or zeros) first, without writing and re-reading those rows.
+pub(crate) struct GemmOut<'a>(
+    pub(crate) &'a mut [MaybeUninit<f32>],
+    pub(crate) Option<&'a [f32]>,
+);
 
 impl<'a> GemmOut<'a> {
-    /// [`GemmOut::Set`] over an initialised buffer.
+    /// A [`GemmOut`] over an initialised buffer.
     pub(crate) fn set(out: &'a mut [f32], bias: Option<&'a [f32]>) -> Self {
         // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and a GEMM only writes initialised
         // f32 values through it, so `out` stays initialised.
         let o = unsafe { &mut *(std::ptr::from_mut(out) as *mut [MaybeUninit<f32>]) };
-        GemmOut::Set(o, bias)
-    }
-
-    /// The buffer's start and length, and how the first K block starts its tiles.
-    fn parts(self) -> (OutPtr, usize, Start<'a>) {
-        match self {
-            GemmOut::Add(o) => (OutPtr(o.as_mut_ptr()), o.len(), Start::Add),
-            GemmOut::Set(o, bias) => (OutPtr(o.as_mut_ptr().cast()), o.len(), Start::Set(bias)),
-        }
+        GemmOut(o, bias)
     }
 }
 
-/// How [`gemm`]'s first K block starts its tiles.
-#[derive(Clone, Copy)]
-enum Start<'a> {
-    /// From the values in `out`.
-    Add,
-    /// From the bias row (zeros without one).
-    Set(Option<&'a [f32]>),
-}
-
-impl Start<'_> {
-    /// The start of the tile at column `n0` for the K block starting at unit `q0`: only the first
-    /// K block (`q0 == 0`) starts from the bias; the later ones add to the tile.
-    fn tile(self, q0: usize, n0: usize) -> TileStart {
-        match (self, q0) {
-            (Start::Set(Some(b)), 0) => TileStart::Bias(b[n0..].as_ptr()),
-            (Start::Set(None), 0) => TileStart::Zero,
-            _ => TileStart::Add,
-        }
+/// What a tile at column `n0` adds the K block from unit `q0` to: only the first K block
+/// (`q0 == 0`) starts from the bias (or zeros); the later ones add to the tile.
+fn tile_start(bias: Option<&[f32]>, q0: usize, n0: usize) -> TileStart {
+    match (bias, q0) {
+        (Some(b), 0) => TileStart::Bias(b[n0..].as_ptr()),
+        (None, 0) => TileStart::Zero,
+        _ => TileStart::Add,
     }
 }
 
 /// `out[i * n + j] += sum_p a[i * k + p] * w[w_offset + j * w_rs + p]`, with `a` rounded to bf16
-/// (`=` from the bias for [`GemmOut::Set`]).
+/// (`=` from the bias: [`GemmOut`]).
 ///
 /// # Panics
 /// If the slices are too short for the given sizes, or the CPU lacks AVX512_BF16 (internal
@@ -427,11 +407,10 @@ fn gemm<F: Format>(
 ) {
     assert!(lda >= k, "panel gemm lda");
     let a_len = if m == 0 { 0 } else { (m - 1) * lda + k };
-    let (outp, out_len, start) = out.parts();
+    let GemmOut(out, bias) = out;
+    let (outp, out_len) = (OutPtr(out.as_mut_ptr().cast()), out.len());
     assert!(a.len() >= a_len && out_len >= m * n, "panel gemm bounds");
-    if let Start::Set(Some(b)) = start {
-        assert!(b.len() >= n, "panel gemm bias");
-    }
+    assert!(bias.is_none_or(|b| b.len() >= n), "panel gemm bias");
     let kp = k.div_ceil(F::PER);
     match src {
         WSrc::Rows { w, w_offset, w_rs } => assert!(
@@ -444,13 +423,8 @@ fn gemm<F: Format>(
         return;
     }
     if k == 0 {
-        if let Start::Set(bias) = start {
-            for i in 0..m {
-                for j in 0..n {
-                    // SAFETY: `i * n + j < m * n <= out_len`, and nothing else accesses `out`.
-                    unsafe { outp.get().add(i * n + j).write(bias.map_or(0.0, |b| b[j])) };
-                }
-            }
+        for (i, v) in out[..m * n].iter_mut().enumerate() {
+            v.write(bias.map_or(0.0, |b| b[i % n]));
         }
         return;
     }
@@ -489,7 +463,7 @@ fn gemm<F: Format>(
             let walk = (n, kp, sb);
             // SAFETY: panels p0..p1 are this task's own columns of `out`, and the caller checked
             // the CPU for `F`'s kernel.
-            unsafe { packed_walk::<F>(pk, ap_ref, blocks_ref, walk, p0..p1, (outp, start), act) };
+            unsafe { packed_walk::<F>(pk, ap_ref, blocks_ref, walk, p0..p1, (outp, bias), act) };
             return;
         }
         let mut bp = B_PACK.with(|c| std::mem::take(&mut *c.borrow_mut()));
@@ -567,7 +541,7 @@ fn gemm<F: Format>(
                             let c = outp.get().add(i0 * n + n0);
                             let tile = TileOut {
                                 masks,
-                                start: start.tile(q0, n0),
+                                start: tile_start(bias, q0, n0),
                                 act: epilogue,
                             };
                             (F::KERNEL)(r, a_blk, panel, qn, c, n, tile);
@@ -606,7 +580,7 @@ unsafe fn packed_walk<F: Format>(
     blocks: &[(usize, usize)],
     (n, kp, sb): (usize, usize, usize),
     panels: std::ops::Range<usize>,
-    (out, start): (OutPtr, Start<'_>),
+    (out, bias): (OutPtr, Option<&[f32]>),
     act: Option<Activation>,
 ) {
     for s0 in (0..kp.div_ceil(KC)).step_by(sb) {
@@ -626,7 +600,7 @@ unsafe fn packed_walk<F: Format>(
                         let c = out.get().add(i0 * n + n0);
                         let tile = TileOut {
                             masks: col_masks(nb),
-                            start: start.tile(q0, n0),
+                            start: tile_start(bias, q0, n0),
                             act: epilogue,
                         };
                         (F::KERNEL)(r, a_blk, panel, qn, c, n, tile);
