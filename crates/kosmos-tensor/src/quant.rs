@@ -7,6 +7,7 @@
 //! is `scale[o] * q[o, i]`. Activations stay f32 (or bf16, computed in f32): see
 //! [`ops::linear_int8`](crate::ops::linear_int8).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -92,15 +93,42 @@ impl Int8Weight {
             });
         }
         crate::ops::reject_empty(OP, w)?;
+        Self::quantize_then(w, |_| {})
+    }
+
+    /// Quantises `store`'s float weight `key` (`[out, in]`) as [`Int8Weight::quantize`] does. When
+    /// it is stored as f32 (read in place from the map), the source pages of each block of rows
+    /// are released from this process's resident set as soon as the block is quantised, so the
+    /// resident set grows by the int8 copy and a few MiB, not by the f32 weight.
+    pub fn quantize_stored(store: &WeightStore, key: &str, dims: [usize; 2]) -> Result<Int8Weight> {
+        let w = store.get(key, &dims, DType::F32, &Device::Cpu)?;
+        crate::ops::reject_empty("quantize_int8", &w)?;
+        let row_bytes = 4 * dims[1];
+        Self::quantize_then(&w, |rows| {
+            store.release_f32_part(key, rows.start * row_bytes, rows.len() * row_bytes);
+        })
+    }
+
+    /// The quantiser, in parallel blocks of rows (about 4 MiB of f32 each); `done(rows)` runs after
+    /// each block. `w` is a non-empty rank-2 CPU tensor.
+    fn quantize_then(w: &Tensor, done: impl Fn(Range<usize>) + Sync) -> Result<Int8Weight> {
+        const OP: &str = "quantize_int8";
         let (n, k) = (w.dims()[0], w.dims()[1]);
+        let block = ((1 << 20) / k).max(1);
         let data = w.f32_cow(OP)?;
         let mut q = vec![0i8; n * k];
         let mut scales = vec![0f32; n];
         let bad = q
-            .par_chunks_mut(k)
-            .zip(scales.par_iter_mut())
-            .zip(data.par_chunks(k))
-            .map(|((qr, s), wr)| quantize_row(wr, qr, s))
+            .par_chunks_mut(k * block)
+            .zip(scales.par_chunks_mut(block))
+            .zip(data.par_chunks(k * block))
+            .enumerate()
+            .map(|(b, ((qb, sb), wb))| {
+                let ok = (qb.chunks_mut(k).zip(sb.iter_mut()).zip(wb.chunks(k)))
+                    .all(|((qr, s), wr)| quantize_row(wr, qr, s));
+                done(b * block..b * block + sb.len());
+                ok
+            })
             .find_any(|ok| !ok)
             .is_some();
         if bad {

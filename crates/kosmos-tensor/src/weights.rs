@@ -482,6 +482,17 @@ impl WeightStore {
         }
     }
 
+    /// Releases the pages of bytes `[offset, offset + len)` of `name`'s data from this process's
+    /// resident set, as [`MappedPages::release`] does, when `name` is stored as f32 (the only
+    /// layout its callers compute offsets for); otherwise does nothing.
+    pub(crate) fn release_f32_part(&self, name: &str, offset: usize, len: usize) {
+        if let Some(e) = self.entries.get(name) {
+            if matches!(e.stored, Stored::Float(DType::F32)) && offset + len <= 4 * e.len {
+                release_pages(&self.files[e.file], e.start + offset, len);
+            }
+        }
+    }
+
     /// Load `name` in its stored dtype (no conversion), checking the shape.
     pub fn get_stored(&self, name: &str, shape: &[usize], device: &Device) -> Result<Tensor> {
         let (_, dtype) = self.info(name)?;

@@ -51,7 +51,8 @@ pub struct TextForCausalLM {
 
 /// Loads `lm_head` (no bias): `<root>lm_head.weight` when the source has it (int8 when stored so),
 /// otherwise `embed_tokens`, shared without a copy, or quantised to an int8 copy when the source
-/// quantises ([`WeightSource::quantizes_int8`]). Returns the head and whether it is `embed_tokens`
+/// quantises ([`WeightSource::quantizes_int8`]; from the source's `embed_tokens` through
+/// [`WeightSource::int8`] when it gives one, else from the loaded tensor). Returns the head and whether it is `embed_tokens`
 /// itself.
 pub fn load_lm_head(
     cfg: &Kosmos2TextConfig,
@@ -69,10 +70,13 @@ pub fn load_lm_head(
         return Ok((head, false));
     }
     if src.quantizes_int8() {
-        return Ok((
-            Linear::from_int8(Int8Weight::quantize(embed_tokens)?, None)?,
-            false,
-        ));
+        // From the source's own values, so that the head is the same whatever dtype
+        // `embed_tokens` was converted to.
+        let q = match src.int8(&names.embed_tokens(), dims)? {
+            Some(q) => q,
+            None => Int8Weight::quantize(embed_tokens)?,
+        };
+        return Ok((Linear::from_int8(q, None)?, false));
     }
     Ok((Linear::new(embed_tokens.clone(), None), true))
 }

@@ -89,10 +89,9 @@ impl WeightSource for StoreWeights<'_> {
         if !self.quantize_int8 {
             return Ok(None);
         }
-        let w = self.store.get(name, &dims, DType::F32, &Device::Cpu)?;
-        let q = Int8Weight::quantize(&w)?;
-        drop(w);
-        // The float source pages are not needed any more (a zero-copy view re-faults on use).
+        let q = Int8Weight::quantize_stored(self.store, name, dims)?;
+        // The float source pages are not needed any more (a zero-copy view re-faults on use);
+        // `quantize_stored` released an f32 source's block by block, this gets the rest.
         self.store.mapped_pages(name).release();
         Ok(Some(q))
     }

@@ -184,6 +184,7 @@ pub fn dtype(arg: DTypeArg) -> Precision {
         DTypeArg::Bf16 => Precision::BF16,
         DTypeArg::F16 => Precision::F16,
         DTypeArg::Int8 => Precision::Int8,
+        DTypeArg::Int8Bf16 => Precision::Int8Bf16,
     }
 }
 

@@ -1,6 +1,7 @@
-//! `kosmos2 quantize` and `--dtype int8` through the binary: the quantised folder is a complete
-//! model folder whose captions equal the source's at `--dtype int8` (load-time quantisation is
-//! the same arithmetic), and bad arguments fail with one line.
+//! `kosmos2 quantize` and `--dtype int8` / `int8-bf16` through the binary: the quantised folder is
+//! a complete model folder whose captions equal the source's at `--dtype int8` (load-time
+//! quantisation is the same arithmetic; at bf16 it equals `--dtype int8-bf16`), and bad arguments
+//! fail with one line.
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
@@ -81,6 +82,11 @@ fn quantized_folder_captions_like_dtype_int8() {
     assert_eq!(saved["generated_ids"], int8["generated_ids"]);
     assert_eq!(saved_int8["generated_ids"], int8["generated_ids"]);
     assert_eq!(saved["text"], int8["text"]);
+    // `--dtype int8-bf16`: the same int8 weights, the rest in bf16 (as the file loaded at bf16).
+    let int8_bf16 = caption(&e.model, &e.processor, &img, "int8-bf16");
+    let saved_bf16 = caption(&out_dir, &e.processor, &img, "bf16");
+    assert_eq!(saved_bf16["generated_ids"], int8_bf16["generated_ids"]);
+    assert!(int8_bf16["generated_ids"].is_array(), "{int8_bf16}");
     std::fs::remove_dir_all(&out_dir).ok();
 }
 

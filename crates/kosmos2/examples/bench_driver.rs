@@ -3,11 +3,12 @@
 //!
 //! ```text
 //! bench_driver parity    --model DIR --reference DIR --dtype f32|bf16|f16 [--assets DIR]
-//! bench_driver bench     --model DIR --processor DIR --image FILE --prompt TEXT --dtype f32|bf16|f16|int8
-//!                        [--tokens 64] [--warmup-tokens 4]
-//! bench_driver load      --model DIR --dtype f32|bf16|f16|int8
+//! bench_driver bench     --model DIR --processor DIR --image FILE --prompt TEXT
+//!                        --dtype f32|bf16|f16|int8|int8-bf16 [--tokens 64] [--warmup-tokens 4]
+//! bench_driver load      --model DIR --dtype f32|bf16|f16|int8|int8-bf16
 //! bench_driver agree     --model DIR --processor DIR --image FILE --prompt TEXT [--tokens 64]
-//!                        [--quantized DIR]   (int8 vs f32 top-1 agreement over a greedy run)
+//!                        [--quantized DIR | --dtype int8|int8-bf16]
+//!                        (int8 vs f32 top-1 agreement over a greedy run)
 //! bench_driver bandwidth [--gb 2] [--threads 2] [--reps 5]
 //! bench_driver floor     --model DIR
 //! ```
@@ -104,7 +105,9 @@ impl Args {
     /// A float dtype (the parity mode compares against HF at a dtype).
     fn dtype(&self) -> Res<DType> {
         match self.precision()? {
-            Precision::Int8 => Err("parity takes f32, bf16 or f16 (int8: use `agree`)".into()),
+            p if p.quantizes_int8() => {
+                Err("parity takes f32, bf16 or f16 (int8: use `agree`)".into())
+            }
             p => Ok(p.dtype()),
         }
     }
@@ -177,22 +180,25 @@ fn decode_weight_params(config: &Kosmos2Config) -> usize {
     t.layers * (linear + norms) + 2 * d + t.vocab_size * d
 }
 
-/// Bytes of weights one decode step reads at `precision`: int8 reads the linear weights and the
-/// head as one byte each plus an f32 scale per output row, and the biases and LayerNorms in f32.
+/// Bytes of weights one decode step reads at `precision`: the int8 precisions read the linear
+/// weights and the head as one byte each plus an f32 scale per output row, and the biases and
+/// LayerNorms in their float dtype.
 fn decode_weight_bytes(config: &Kosmos2Config, precision: Precision) -> usize {
     let params = decode_weight_params(config);
-    if precision != Precision::Int8 {
-        return params * precision.dtype().size_in_bytes();
+    let float = precision.dtype().size_in_bytes();
+    if !precision.quantizes_int8() {
+        return params * float;
     }
     let t = &config.text_config;
     let (d, f) = (t.embed_dim, t.ffn_dim);
     let int8 = t.layers * (4 * d * d + 2 * d * f) + t.vocab_size * d;
     let rows = t.layers * (4 * d + f + d) + t.vocab_size;
-    int8 + 4 * (rows + (params - int8))
+    int8 + 4 * rows + float * (params - int8)
 }
 
-/// `agree --model DIR ...`: int8 (quantised at load, or `--quantized DIR`) against f32 over a
-/// greedy run on one image and prompt: top-1 agreement with teacher forcing, shared prefix.
+/// `agree --model DIR ...`: int8 (quantised at load at `--dtype`, default `int8`, or read from
+/// `--quantized DIR`) against f32 over a greedy run on one image and prompt: top-1 agreement with
+/// teacher forcing, and the shared prefix.
 fn agree(args: &Args) -> Res<()> {
     let tokens = args.num("tokens", 64)?;
     let proc = Kosmos2Processor::from_dir(args.path("processor")?)?;
@@ -201,9 +207,13 @@ fn agree(args: &Args) -> Res<()> {
     let batch = Kosmos2Batch::from_processor(&out, &Device::Cpu)?;
     let model_dir = args.path("model")?;
     let reference = Kosmos2ForConditionalGeneration::load(&model_dir, &Device::Cpu, DType::F32)?;
+    let candidate = match args.0.get("dtype") {
+        Some(d) => d.parse()?,
+        None => Precision::Int8,
+    };
     let int8 = match args.0.get("quantized") {
         Some(q) => Kosmos2ForConditionalGeneration::load(q, &Device::Cpu, Precision::F32)?,
-        None => Kosmos2ForConditionalGeneration::load(&model_dir, &Device::Cpu, Precision::Int8)?,
+        None => Kosmos2ForConditionalGeneration::load(&model_dir, &Device::Cpu, candidate)?,
     };
     let t = Instant::now();
     let a = greedy_agreement(&reference, &int8, &batch, tokens)?;

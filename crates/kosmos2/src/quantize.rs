@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use kosmos_tensor::quant::{scale_key, Int8Weight};
-use kosmos_tensor::{write_safetensors_raw, DType, Device, RawTensor, WeightStore};
+use kosmos_tensor::{write_safetensors_raw, RawTensor, WeightStore};
 use kosmos_text::TextNames;
 
 use crate::config::Kosmos2Config;
@@ -92,7 +92,7 @@ pub fn quantize_checkpoint(src_dir: &Path, out_dir: &Path) -> Result<QuantizeRep
         let q = if store.stored_dtype_name(&from)? == "I8" {
             Int8Weight::load(&store, &from, dims)?
         } else {
-            let q = Int8Weight::quantize(&store.get(&from, &dims, DType::F32, &Device::Cpu)?)?;
+            let q = Int8Weight::quantize_stored(&store, &from, dims)?;
             store.mapped_pages(&from).release();
             q
         };

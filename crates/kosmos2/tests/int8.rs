@@ -150,6 +150,50 @@ fn quantised_checkpoint_holds_the_load_time_int8_weights() {
     }
 }
 
+/// `int8-bf16` quantises to exactly `int8`'s weights (the quantised checkpoint holds those) and
+/// holds the rest in bf16: it computes bit for bit what that checkpoint loaded at bf16 computes.
+/// Its top-1 agreement with f32 is reported and bounded like `int8`'s.
+#[test]
+fn int8_bf16_is_int8_text_with_bf16_elsewhere() {
+    let (mut agree, mut total) = (0, 0);
+    for name in MODELS {
+        let src = model_dir(&common::fixtures_dir(), name);
+        let out = temp_dir(&format!("{name}-bf16"));
+        quantize_checkpoint(&src, &out).unwrap();
+        let batch = fixture_batch(&src);
+        let model = load(&src, Precision::Int8Bf16);
+        assert!(model.lm_head.is_int8() && !model.is_tied());
+        let want = logits(&model, &batch);
+        let same = |p: Precision, dir: &Path| logits(&load(dir, p), &batch) == want;
+        assert!(
+            same(Precision::BF16, &out),
+            "{name}: vs the int8 file at bf16"
+        );
+        assert!(
+            same(Precision::Int8Bf16, &out),
+            "{name}: vs the int8 file at int8-bf16"
+        );
+        assert!(
+            !same(Precision::Int8, &src),
+            "{name}: int8-bf16 computes what int8 does"
+        );
+        std::fs::remove_dir_all(&out).ok();
+
+        let a = greedy_agreement(&load(&src, Precision::F32), &model, &batch, TOKENS).unwrap();
+        eprintln!(
+            "{name}: int8-bf16 top-1 agreement {}/{} teacher-forced, free-running prefix {}",
+            a.teacher_forced, a.tokens, a.free_running_prefix
+        );
+        agree += a.teacher_forced;
+        total += a.tokens;
+    }
+    eprintln!("int8-bf16 top-1 agreement over the fixtures: {agree}/{total}");
+    assert!(
+        agree * 100 >= total * 90,
+        "int8-bf16 top-1 agreement {agree}/{total}"
+    );
+}
+
 /// Rewrites `dir/model.safetensors` with `edit` applied to its tensors.
 fn rewrite(
     dir: &Path,

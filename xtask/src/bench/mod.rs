@@ -49,7 +49,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "hf-f32,kosmos2-f32,hf-bf16,kosmos2-bf16,kosmos2-int8"
+        default_value = "hf-f32,kosmos2-f32,hf-bf16,kosmos2-bf16,kosmos2-int8,kosmos2-int8-bf16"
     )]
     engines: Vec<String>,
     /// Skip the int8-vs-f32 top-1 agreement run (64 greedy tokens on the same image and prompt).
@@ -219,9 +219,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for e in &args.engines {
         if !matches!(
             e.as_str(),
-            "hf-f32" | "hf-bf16" | "kosmos2-f32" | "kosmos2-bf16" | "kosmos2-f16" | "kosmos2-int8"
+            "hf-f32"
+                | "hf-bf16"
+                | "kosmos2-f32"
+                | "kosmos2-bf16"
+                | "kosmos2-f16"
+                | "kosmos2-int8"
+                | "kosmos2-int8-bf16"
         ) {
-            bail!("unknown engine {e:?} (hf-f32, hf-bf16, kosmos2-f32, kosmos2-bf16, kosmos2-f16, kosmos2-int8)");
+            bail!("unknown engine {e:?} (hf-f32, hf-bf16, kosmos2-f32, kosmos2-bf16, kosmos2-f16, kosmos2-int8, kosmos2-int8-bf16)");
         }
     }
 
