@@ -305,3 +305,59 @@ fn bad_inputs_are_typed_errors() {
         Err(Error::ShapeMismatch { .. })
     ));
 }
+
+/// `quantize_stored` (block by block, releasing an f32 source's pages as it goes) gives exactly
+/// `quantize`'s weights, over several blocks with a partial last one, for an f32 and a bf16
+/// stored weight; a non-finite value in the last block is the same typed error.
+#[test]
+fn quantize_stored_matches_quantize_across_blocks() {
+    use kosmos_tensor::{write_safetensors_raw, RawTensor, WeightStore};
+    // 1000 f32 per row: blocks of 1048 rows, so 3000 rows are three blocks, the last partial.
+    let (n, k) = (3000usize, 1000usize);
+    let mut w = rand_vec(7, n * k, 2.0);
+    let bf: Vec<u8> = w
+        .iter()
+        .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+        .collect();
+    let f32_bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+    w[(n - 1) * k + 5] = f32::NAN;
+    let nan_bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let dir = std::env::temp_dir().join(format!("kt-int8-stored-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("w.safetensors");
+    let shape = [n, k];
+    let raw = |dtype, data| RawTensor {
+        dtype,
+        shape: &shape,
+        data,
+    };
+    write_safetensors_raw(
+        &path,
+        &[
+            ("f32", raw("F32", &f32_bytes)),
+            ("bf16", raw("BF16", &bf)),
+            ("nan", raw("F32", &nan_bytes)),
+        ],
+        &[],
+    )
+    .unwrap();
+    let store = WeightStore::open(&path).unwrap();
+    for key in ["f32", "bf16"] {
+        let stored = Int8Weight::quantize_stored(&store, key, [n, k]).unwrap();
+        let t = store.get(key, &[n, k], DType::F32, &Device::Cpu).unwrap();
+        let whole = Int8Weight::quantize(&t).unwrap();
+        assert_eq!(stored.q(), whole.q(), "{key}");
+        assert_eq!(stored.scales(), whole.scales(), "{key}");
+        check_quantised(&t.to_vec_f32().unwrap(), &stored);
+    }
+    assert!(matches!(
+        Int8Weight::quantize_stored(&store, "nan", [n, k]),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        Int8Weight::quantize_stored(&store, "f32", [n, k + 1]),
+        Err(Error::WrongShape { .. })
+    ));
+    drop(store);
+    std::fs::remove_dir_all(&dir).ok();
+}
