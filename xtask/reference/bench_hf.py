@@ -4,7 +4,7 @@
     .venv/bin/python xtask/reference/bench_hf.py --model DIR --processor DIR --image FILE --prompt TEXT \
         --dtype f32|bf16 [--tokens 64] [--warmup-tokens 4] [--threads 2]
 
-Phases, timed exactly like crates/kosmos2/examples/bench_driver.rs:
+Phases, timed exactly like crates/kosmos2/examples/bench_driver/bench.rs:
 - load: Kosmos2ForConditionalGeneration.from_pretrained(dtype=...), default attention (SDPA), eval();
 - preprocess: open the image file + Kosmos2Processor(text, images) -> tensors;
 - encode: model.get_image_features(pixel_values) (vision tower + projection);

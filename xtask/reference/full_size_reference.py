@@ -165,7 +165,7 @@ def forward(model, inp, dtype):
 
 
 def forced_token(i):
-    """The i-th forced decode token (bench_driver.rs and bench_hf.py use the same formula)."""
+    """The i-th forced decode token (bench_driver/bench.rs and bench_hf.py use the same formula)."""
     return 100 + (i * 7919) % 60000
 
 
