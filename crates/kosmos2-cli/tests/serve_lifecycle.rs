@@ -19,6 +19,7 @@ use kosmos2_cli::serve::hooks::BoundaryHook;
 use kosmos2_cli::serve::limits::Limits;
 use kosmos2_cli::serve::{Server, ServerConfig};
 use serde_json::{json, Value};
+use support::http::metric;
 use support::{env, Env};
 
 impl Env {
@@ -85,20 +86,6 @@ fn status_and_body(mut s: TcpStream) -> (u16, String) {
         .map(|x| x.1.to_string())
         .unwrap_or_default();
     (status, body)
-}
-
-fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    raw.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {raw}"))
 }
 
 fn wait_for(addr: SocketAddr, name: &str, want: f64) -> f64 {
