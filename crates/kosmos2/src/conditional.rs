@@ -50,7 +50,7 @@ pub struct Kosmos2ForConditionalGeneration {
     /// Vision tower, projection and text decoder.
     pub model: Kosmos2Model,
     /// `text_model.lm_head` (no bias), weight `[vocab_size, embed_dim]`: dense, or int8 at
-    /// [`Precision::Int8`].
+    /// [`Precision::Int8`] and [`Precision::Int8Bf16`].
     pub lm_head: Linear,
     tied: bool,
 }
@@ -58,10 +58,11 @@ pub struct Kosmos2ForConditionalGeneration {
 impl Kosmos2ForConditionalGeneration {
     /// Loads a model directory: `config.json`, then `model.safetensors` or the shards of
     /// `model.safetensors.index.json`, at `precision`: a [`DType`](kosmos_tensor::DType) that
-    /// every weight is converted to, or [`Precision::Int8`] (int8 text linears and head).
+    /// every weight is converted to, or [`Precision::Int8`] / [`Precision::Int8Bf16`] (int8 text
+    /// linears and head, the rest in f32 / bf16).
     ///
     /// `lm_head` is `text_model.lm_head.weight` when the file has it and `embed_tokens`
-    /// otherwise (an int8 copy of it at [`Precision::Int8`]). Any difference between the file's
+    /// otherwise (an int8 copy of it at the int8 precisions). Any difference between the file's
     /// keys and the config's is reported at once as [`Error::Weights`] with the missing and
     /// unexpected keys.
     pub fn load(

@@ -200,7 +200,7 @@ impl Kosmos2Builder {
     }
 
     /// The weights' precision (default f32): a [`DType`](kosmos_tensor::DType), or
-    /// [`Precision::Int8`] for the int8 text decoder.
+    /// [`Precision::Int8`] / [`Precision::Int8Bf16`] for the int8 text decoder.
     pub fn dtype(mut self, dtype: impl Into<Precision>) -> Self {
         self.dtype = dtype.into();
         self
