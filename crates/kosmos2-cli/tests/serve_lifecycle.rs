@@ -19,7 +19,7 @@ use kosmos2_cli::serve::hooks::BoundaryHook;
 use kosmos2_cli::serve::limits::Limits;
 use kosmos2_cli::serve::{Server, ServerConfig};
 use serde_json::{json, Value};
-use support::http::metric;
+use support::http::{metric, wait_metric};
 use support::{env, Env};
 
 impl Env {
@@ -88,18 +88,6 @@ fn status_and_body(mut s: TcpStream) -> (u16, String) {
     (status, body)
 }
 
-fn wait_for(addr: SocketAddr, name: &str, want: f64) -> f64 {
-    let mut v = metric(addr, name);
-    for _ in 0..600 {
-        if v == want {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        v = metric(addr, name);
-    }
-    v
-}
-
 #[test]
 fn a_client_that_goes_away_cancels_its_generation() {
     let Some(env) = env("a_client_that_goes_away_cancels_its_generation") else {
@@ -150,8 +138,8 @@ fn a_client_that_goes_away_cancels_its_generation() {
     assert_eq!(status, 200, "{body}");
     assert!(joined.load(Ordering::SeqCst));
     assert_eq!(metric(addr, "kosmos2_joined_running_total"), 1.0);
-    assert_eq!(wait_for(addr, "kosmos2_cancelled_total", 1.0), 1.0);
-    assert_eq!(wait_for(addr, "kosmos2_queue_depth", 0.0), 0.0);
+    wait_metric(addr, "kosmos2_cancelled_total", 1.0);
+    wait_metric(addr, "kosmos2_queue_depth", 0.0);
     assert_eq!(metric(addr, "kosmos2_running_requests"), 0.0);
     // Far fewer tokens than asked for were generated.
     assert!(metric(addr, "kosmos2_generated_tokens_total") < 1000.0);
@@ -193,11 +181,8 @@ fn shutdown_lets_the_requests_in_flight_finish() {
     let addr = server.addr();
     let s = send(addr, "/v1/chat/completions", &env.body(200, false));
     let client = std::thread::spawn(move || status_and_body(s));
-    assert_eq!(
-        wait_for(addr, "kosmos2_queue_depth", 1.0),
-        1.0,
-        "the request is running"
-    );
+    // The request is running.
+    wait_metric(addr, "kosmos2_queue_depth", 1.0);
     server.shutdown().unwrap();
     let (status, body) = client.join().unwrap();
     assert_eq!(status, 200, "{body}");
