@@ -52,8 +52,8 @@ pub struct TextForCausalLM {
 /// Loads `lm_head` (no bias): `<root>lm_head.weight` when the source has it (int8 when stored so),
 /// otherwise `embed_tokens`, shared without a copy, or quantised to an int8 copy when the source
 /// quantises ([`WeightSource::quantizes_int8`]; from the source's `embed_tokens` through
-/// [`WeightSource::int8`] when it gives one, else from the loaded tensor). Returns the head and whether it is `embed_tokens`
-/// itself.
+/// [`WeightSource::int8`] when it gives one, else from the loaded tensor). Returns the head and
+/// whether it is `embed_tokens` itself.
 pub fn load_lm_head(
     cfg: &Kosmos2TextConfig,
     src: &dyn WeightSource,

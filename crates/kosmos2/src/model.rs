@@ -136,8 +136,7 @@ pub(crate) struct Loaded {
 impl Kosmos2Model {
     /// Loads `dir/config.json` and the weights (`model.safetensors` or a sharded index) at
     /// `precision` (a [`DType`](kosmos_tensor::DType), [`Precision::Int8`] or
-    /// [`Precision::Int8Bf16`]). An `lm_head` in the
-    /// file is accepted and unused.
+    /// [`Precision::Int8Bf16`]). An `lm_head` in the file is accepted and unused.
     pub fn load(
         dir: impl AsRef<Path>,
         device: &Device,
