@@ -34,13 +34,34 @@ pub(crate) fn dot4_i8(isa: Isa, x: &[f32], q: [&[i8]; 4]) -> [f32; 4] {
     {
         // SAFETY: as in `dot_i8`.
         match isa {
-            Isa::Avx512 | Isa::Avx512Bf16 => return unsafe { x86::dot4_avx512(x, q) },
+            Isa::Avx512 | Isa::Avx512Bf16 => return unsafe { x86::dotn_avx512(x, q) },
             Isa::Avx2 => return unsafe { x86::dot4_avx2(x, q) },
             Isa::Scalar => {}
         }
     }
     let _ = isa;
     q.map(|r| scalar_dot(x, r))
+}
+
+/// Eight dot products of `x` with eight int8 rows; each is bitwise equal to `dot_i8(isa, x, q[r])`.
+/// On AVX-512 one load of `x` feeds eight FMAs, which halves the reloads of `x` per weight byte
+/// when `x` is too long to stay in L1 (8192 f32 is the whole 32 KiB of it).
+#[inline]
+pub(crate) fn dot8_i8(isa: Isa, x: &[f32], q: [&[i8]; 8]) -> [f32; 8] {
+    assert!(
+        q.iter().all(|r| r.len() == x.len()),
+        "dot8_i8: length mismatch"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        if matches!(isa, Isa::Avx512 | Isa::Avx512Bf16) {
+            // SAFETY: as in `dot_i8`.
+            return unsafe { x86::dotn_avx512(x, q) };
+        }
+    }
+    let [a, b, c, d, e, f, g, h] = q;
+    let (lo, hi) = (dot4_i8(isa, x, [a, b, c, d]), dot4_i8(isa, x, [e, f, g, h]));
+    std::array::from_fn(|r| if r < 4 { lo[r] } else { hi[r - 4] })
 }
 
 /// `M` dot products of `M` x rows with one int8 row (one load and widening of `q` feeds `M`
@@ -112,18 +133,6 @@ fn scalar_dot(x: &[f32], q: &[i8]) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// Prefetch the cache line at column `i` of the four rows after `qp` (the GEMV's next quad:
-    /// rows are contiguous, so that is `4 * k` bytes on). Short rows (k = 2048 is 32 lines) give
-    /// the hardware prefetcher too little run-up per stream; this keeps DRAM busy across quads.
-    /// A prefetch never faults, and `wrapping_add` makes no claim that the address is in bounds.
-    #[inline(always)]
-    fn prefetch_next_quad(qp: [*const i8; 4], i: usize, k: usize) {
-        for p in qp {
-            // SAFETY: prefetching has no architectural effect besides the cache.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + 4 * k)) };
-        }
-    }
-
     /// 16 int8 at `p` widened to f32.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn i8x16(p: *const i8) -> __m512 {
@@ -140,28 +149,26 @@ mod x86 {
         _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw))
     }
 
-    /// Four rows at once; 32 columns per step with two accumulators per row.
+    /// `N` rows at once (4, or 8 for long rows); 32 columns per step with two accumulators per
+    /// row. Each row's arithmetic does not depend on `N`.
     ///
     /// # Safety
     /// The CPU must support AVX-512 F/BW/VL and every row must have `x.len()` elements.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub(super) unsafe fn dot4_avx512(x: &[f32], q: [&[i8]; 4]) -> [f32; 4] {
+    pub(super) unsafe fn dotn_avx512<const N: usize>(x: &[f32], q: [&[i8]; N]) -> [f32; N] {
         let k = x.len();
         let xp = x.as_ptr();
         let qp = q.map(|r| r.as_ptr());
-        let mut a = [_mm512_setzero_ps(); 4];
-        let mut b = [_mm512_setzero_ps(); 4];
+        let mut a = [_mm512_setzero_ps(); N];
+        let mut b = [_mm512_setzero_ps(); N];
         let mut i = 0;
         // SAFETY (all loads below): `i + 32 <= k` / `i + 16 <= k` keep the full-width loads in
         // bounds, and the tail load is masked to the `k - i` remaining elements.
         unsafe {
             while i + 32 <= k {
-                if i % 64 == 0 {
-                    prefetch_next_quad(qp, i, k);
-                }
                 let x0 = _mm512_loadu_ps(xp.add(i));
                 let x1 = _mm512_loadu_ps(xp.add(i + 16));
-                for r in 0..4 {
+                for r in 0..N {
                     a[r] = _mm512_fmadd_ps(x0, i8x16(qp[r].add(i)), a[r]);
                     b[r] = _mm512_fmadd_ps(x1, i8x16(qp[r].add(i + 16)), b[r]);
                 }
@@ -169,7 +176,7 @@ mod x86 {
             }
             if i + 16 <= k {
                 let x0 = _mm512_loadu_ps(xp.add(i));
-                for r in 0..4 {
+                for r in 0..N {
                     a[r] = _mm512_fmadd_ps(x0, i8x16(qp[r].add(i)), a[r]);
                 }
                 i += 16;
@@ -177,15 +184,15 @@ mod x86 {
             if i < k {
                 let m: __mmask16 = (1u16 << (k - i)) - 1;
                 let x0 = _mm512_maskz_loadu_ps(m, xp.add(i));
-                for r in 0..4 {
+                for r in 0..N {
                     a[r] = _mm512_fmadd_ps(x0, i8x16_masked(qp[r].add(i), m), a[r]);
                 }
             }
         }
-        [0, 1, 2, 3].map(|r| _mm512_reduce_add_ps(_mm512_add_ps(a[r], b[r])))
+        std::array::from_fn(|r| _mm512_reduce_add_ps(_mm512_add_ps(a[r], b[r])))
     }
 
-    /// `M` x rows against one int8 row, with the same per-pair arithmetic as [`dot4_avx512`]
+    /// `M` x rows against one int8 row, with the same per-pair arithmetic as [`dotn_avx512`]
     /// (so results are bitwise equal to it).
     ///
     /// # Safety
@@ -198,7 +205,7 @@ mod x86 {
         let mut a = [_mm512_setzero_ps(); M];
         let mut b = [_mm512_setzero_ps(); M];
         let mut i = 0;
-        // SAFETY (all loads below): as in `dot4_avx512`.
+        // SAFETY (all loads below): as in `dotn_avx512`.
         unsafe {
             while i + 32 <= k {
                 let w0 = i8x16(qp.add(i));
@@ -262,9 +269,6 @@ mod x86 {
         // SAFETY (all loads below): `i + 16 <= k` / `i + 8 <= k` keep the loads in bounds.
         unsafe {
             while i + 16 <= k {
-                if i % 64 == 0 {
-                    prefetch_next_quad(qp, i, k);
-                }
                 let x0 = _mm256_loadu_ps(xp.add(i));
                 let x1 = _mm256_loadu_ps(xp.add(i + 8));
                 for r in 0..4 {
@@ -335,7 +339,7 @@ mod x86 {
         out
     }
 
-    /// `M` x rows against four int8 rows, with the same per-pair arithmetic as [`dot4_avx512`].
+    /// `M` x rows against four int8 rows, with the same per-pair arithmetic as [`dotn_avx512`].
     ///
     /// # Safety
     /// The CPU must support AVX-512 F/BW/VL and every row must have the same length.
@@ -350,7 +354,7 @@ mod x86 {
         let mut a = [[_mm512_setzero_ps(); M]; 4];
         let mut b = [[_mm512_setzero_ps(); M]; 4];
         let mut i = 0;
-        // SAFETY (all loads below): as in `dot4_avx512`.
+        // SAFETY (all loads below): as in `dotn_avx512`.
         unsafe {
             while i + 32 <= k {
                 for t in 0..4 {
