@@ -118,20 +118,7 @@ fn linear_impl(
         if let (Some(CpuSlice::BF16(a)), CpuSlice::BF16(wd)) =
             (xb.contiguous_slice(), w.storage.slice())
         {
-            let (off, rs) = (w.layout.offset, w.strides()[0]);
-            let gemm = |o: GemmOut<'_>| {
-                crate::simd::panel_gemm::gemm_bf16_avx512(
-                    Lhs::Bf16(a),
-                    (rows, n, k),
-                    wd,
-                    off,
-                    rs,
-                    o,
-                    act,
-                )
-            };
-            // SAFETY: a `GemmOut` GEMM of `rows x n`.
-            unsafe { dst.set_by(rows * n, bias, gemm) };
+            bf16_panel_gemm(Lhs::Bf16(a), rows, w, wd, bias, dst, act);
             return Ok(Tensor::from_f32_with_dtype(out, &shape, x.dtype()));
         }
     }
@@ -252,6 +239,27 @@ pub fn linear_into(x: &[f32], w: &Tensor, b: Option<&Tensor>, out: &mut [f32]) -
 /// costs one pass over x (`rows x k`), noise next to the `rows x k x n` GEMM, and keeps a model's
 /// bf16 mode equal in kind to HF's bf16 everywhere. Decode (≤ `MAX_GEMV_ROWS` (16) rows in
 /// [`linear_into`], one row in [`linear`]) keeps f32 activations, bitwise unchanged and batch-invariant.
+/// The `vdpbf16ps` panel GEMM of `lhs` (`[rows, k]`) with the row-major bf16 weight `w`
+/// (`[n, k]`, storage `wd`) into `out`, started from `bias`, `act` in its epilogue.
+#[cfg(target_arch = "x86_64")]
+fn bf16_panel_gemm(
+    lhs: Lhs<'_>,
+    rows: usize,
+    w: &Tensor,
+    wd: &[half::bf16],
+    bias: Option<&[f32]>,
+    out: Out<'_>,
+    act: Option<Activation>,
+) {
+    let (n, k) = (w.dims()[0], w.dims()[1]);
+    let (off, rs) = (w.layout.offset, w.strides()[0]);
+    let gemm = |o: GemmOut<'_>| {
+        crate::simd::panel_gemm::gemm_bf16_avx512(lhs, (rows, n, k), wd, off, rs, o, act)
+    };
+    // SAFETY: a `GemmOut` GEMM of `rows x n`.
+    unsafe { out.set_by(rows * n, bias, gemm) };
+}
+
 /// `act` is applied to the result (in the GEMM's epilogue on AVX512_BF16).
 fn bf16_weight_gemm(
     isa: Isa,
@@ -266,20 +274,7 @@ fn bf16_weight_gemm(
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Bf16 && w.strides()[1] == 1 {
         if let CpuSlice::BF16(wd) = w.storage.slice() {
-            let (off, rs) = (w.layout.offset, w.strides()[0]);
-            let gemm = |o: GemmOut<'_>| {
-                crate::simd::panel_gemm::gemm_bf16_avx512(
-                    Lhs::F32(x),
-                    (rows, n, k),
-                    wd,
-                    off,
-                    rs,
-                    o,
-                    act,
-                )
-            };
-            // SAFETY: a `GemmOut` GEMM of `rows x n`.
-            unsafe { out.set_by(rows * n, bias, gemm) };
+            bf16_panel_gemm(Lhs::F32(x), rows, w, wd, bias, out, act);
             return Ok(());
         }
     }
